@@ -202,10 +202,14 @@ def layer_spec(impl: str):
     else:
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
+        from sweet_megatron.attention import SDPACoreAttention
+
         spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+        spec.submodules.self_attention.submodules.core_attention = SDPACoreAttention
     if impl not in _logged_impl:
         _logged_impl.add(impl)
-        log.info("layer spec: %s", "Transformer Engine" if impl == "transformer_engine" else "megatron local")
+        log.info("layer spec: %s", "Transformer Engine" if impl == "transformer_engine"
+                 else "megatron local, core attention through torch SDPA")
     return spec
 
 

@@ -166,6 +166,12 @@ class _FusedLinearLogprob(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden_TH, weight_VH, labels_T, tp_group, vocab_size, chunk_size, backend):
+        with torch.autocast(hidden_TH.device.type, enabled=False):  # the inputs' own precision
+            return _FusedLinearLogprob._forward(ctx, hidden_TH, weight_VH, labels_T, tp_group, vocab_size, chunk_size,
+                                                backend)
+
+    @staticmethod
+    def _forward(ctx, hidden_TH, weight_VH, labels_T, tp_group, vocab_size, chunk_size, backend):
         target_T = _local_targets(labels_T, weight_VH.shape[0], tp_group)
         real_VH = weight_VH[: _num_real_columns(weight_VH.shape[0], tp_group, vocab_size)]
         # Each chunk's logits live only inside this comprehension step: [C, V_local] -> 3 x [C].
@@ -179,6 +185,11 @@ class _FusedLinearLogprob(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_logp_T):
+        with torch.autocast(grad_logp_T.device.type, enabled=False):
+            return _FusedLinearLogprob._backward(ctx, grad_logp_T)
+
+    @staticmethod
+    def _backward(ctx, grad_logp_T):
         hidden_TH, weight_VH, target_T, lse_T, valid_T = ctx.saved_tensors
         num_real = _num_real_columns(weight_VH.shape[0], ctx.tp_group, ctx.vocab_size)
         real_VH = weight_VH[:num_real]
@@ -251,7 +262,8 @@ def fused_linear_logprob(
     `default_chunk_size`). Returns logp_T [T] float32 (0 at ignored labels), differentiable
     w.r.t. hidden_TH and weight_VH.
     """
-    hidden_TH = hidden_TH.contiguous()
+    # Autocast may hand over low-precision activations: the kernel runs at the weight's precision.
+    hidden_TH = hidden_TH.to(weight_VH.dtype).contiguous()
     chunk_size = chunk_size or default_chunk_size(hidden_TH.shape[0], hidden_TH.shape[1], weight_VH.shape[0])
     return _FusedLinearLogprob.apply(
         hidden_TH, weight_VH, labels_T, tp_group, vocab_size, chunk_size, select_backend(hidden_TH.device, backend)

@@ -104,3 +104,21 @@ def test_backend_selection():
 def test_tensor_and_context_parallel_gloo(world_size):
     results = run_distributed(run_checks, world_size, args=("torch",))
     assert len(results) == world_size
+
+
+def test_fused_ignores_autocast():
+    """Under bf16 autocast (the model's matmuls in bf16) the kernel still runs at its weight's
+    precision: the same log-probs and gradients as outside autocast, from bf16 activations."""
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(37, 24, generator=g)
+    weight = torch.randn(53, 24, generator=g, requires_grad=True)
+    labels = torch.randint(0, 53, (37,), generator=g)
+    labels[5] = -1
+    plain = sl.fused_linear_logprob(hidden.bfloat16().float(), weight, labels, chunk_size=8)
+    (grad_plain,) = torch.autograd.grad(plain.sum(), weight)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = sl.fused_linear_logprob(hidden.bfloat16(), weight, labels, chunk_size=8)
+        (grad_auto,) = torch.autograd.grad(auto.sum(), weight)
+    assert auto.dtype == torch.float32
+    torch.testing.assert_close(auto, plain, rtol=0, atol=0)
+    torch.testing.assert_close(grad_auto, grad_plain, rtol=0, atol=0)

@@ -1,0 +1,54 @@
+"""Core attention for megatron's local layer spec through torch's fused scaled_dot_product_attention.
+
+Megatron's own `DotProductAttention` materialises [b, heads, s, s] scores, masks them in place and
+runs a separate softmax; on CPU that is about a third of a training step at a packed row length of
+512. `SDPACoreAttention` keeps megatron's module (head partitioning under tensor parallelism, the
+softmax scale, the dropout and its RNG tracker) and replaces only the arithmetic with
+`torch.nn.functional.scaled_dot_product_attention`, which has fused CPU and GPU kernels and
+supports grouped-query attention natively. Masks follow megatron's convention (True = may NOT
+attend); SDPA's is the opposite, so the mask is inverted here. Measured on this 2-core machine:
+18 ms instead of 45 ms for the forward and backward of one layer ([2, 8, 512, 32], block-diagonal
+causal mask), equal to 1e-6.
+
+The Transformer Engine spec (GPU) keeps TE's own fused attention; this is only for the local spec.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from megatron.core import tensor_parallel
+from megatron.core.transformer.dot_product_attention import DotProductAttention
+from megatron.core.transformer.enums import AttnMaskType
+from torch import Tensor
+
+
+class SDPACoreAttention(DotProductAttention):
+    """Drop-in `core_attention` submodule: same constructor and forward signature as megatron's."""
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+                attn_mask_type: AttnMaskType | None = None, attention_bias: Tensor | None = None,
+                packed_seq_params=None) -> Tensor:
+        """query [sq, b, np, hn], key/value [sk, b, ng, hn], attention_mask [b, 1, sq, sk] bool
+        (True: masked) or None (then causal, or none when attn_mask_type is no_mask).
+        Returns the context [sq, b, np * hn]."""
+        if packed_seq_params is not None or attention_bias is not None:
+            raise NotImplementedError("SDPACoreAttention takes a dense mask only (no packed_seq_params or "
+                                      "attention_bias); the Transformer Engine spec handles THD packing")
+        sq, b, np_, hn = query.shape
+        q, k, v = (x.permute(1, 2, 0, 3) for x in (query, key, value))  # [b, heads, s, hn]
+        mask_type = attn_mask_type if attn_mask_type is not None else self.attn_mask_type
+        is_causal = attention_mask is None and mask_type == AttnMaskType.causal
+        dropout = self.attention_dropout.p if self.training else 0.0
+
+        def attend() -> Tensor:
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if attention_mask is None else ~attention_mask, dropout_p=dropout,
+                is_causal=is_causal, scale=self.softmax_scale, enable_gqa=k.shape[1] != np_)
+
+        if dropout > 0.0 and not self.config.sequence_parallel:  # same RNG discipline as megatron's
+            with tensor_parallel.get_cuda_rng_tracker().fork():
+                context = attend()
+        else:
+            context = attend()
+        return context.permute(2, 0, 1, 3).reshape(sq, b, np_ * hn)
