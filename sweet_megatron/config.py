@@ -35,8 +35,12 @@ class TokenizerConfig:
     """'sentencepiece' (a .model file, trained from generated text when path is null) or 'hf'."""
     path: str | None = None
     """Model file or HF tokenizer directory; null trains a sentencepiece model into the run directory."""
-    vocab_size: int = 1024
+    vocab_size: int = 2048
     """Vocabulary size when training a sentencepiece model."""
+    number_pieces: bool = True
+    """Train the sentencepiece model with " 0" ... " 999" (space, number) as single pieces, like
+    words. A small model copies a stated number into code as one token far more easily than digit
+    by digit; the pieces take about 1000 slots of the vocabulary."""
 
     def __post_init__(self) -> None:
         _choice("tokenizer.kind", self.kind, ("sentencepiece", "hf"))
@@ -181,6 +185,9 @@ class SweetConfig:
     offline_episodes: str | None = None
     """Import the first iteration's trajectories from a JSONL file in the reference implementation's
     layout (task, dialogue_history, answer, reward) instead of collecting them."""
+    rows_per_step: int = 8
+    """Packed rows per optimizer step in the critic, actor and baseline stages (pairs want larger,
+    steadier batches than the warm start's train.rows_per_step)."""
     critic_steps: int = 20
     critic_lr: float = 1e-3
     critic_beta: float = 1.0
@@ -198,6 +205,8 @@ class SweetConfig:
 
     def __post_init__(self) -> None:
         _choice("sweet.critic_reduction", self.critic_reduction, ("per_turn_sum", "pooled_mean"))
+        if self.rows_per_step < 1:
+            raise ConfigError("sweet.rows_per_step must be >= 1")
         if self.pairs_per_turn * 2 > self.num_candidates:
             raise ConfigError("sweet.pairs_per_turn must be at most num_candidates / 2")
 

@@ -77,10 +77,18 @@ class SentencePieceTokenizer:
         return self._sp.decode([int(i) for i in ids if int(i) not in self._special])
 
 
+NUMBER_PIECES_MIN_VOCAB = 1536
+"""1010 number and digit pieces, 256 byte pieces, the special tokens and room for merges."""
+
+
 def train_sentencepiece(
-    texts: Iterable[str], out_file: str | os.PathLike, vocab_size: int = 1024
+    texts: Iterable[str], out_file: str | os.PathLike, vocab_size: int = 1024, number_pieces: bool = False
 ) -> SentencePieceTokenizer:
     """Train a BPE sentencepiece model on `texts` and write it to `out_file` (atomically).
+
+    Digits are split one by one. With `number_pieces`, a space followed by a number 0-999 is one
+    piece as well (" 750" is one token, as a word is), so that a small model copies a stated number
+    into code as one token; that needs vocab_size of at least NUMBER_PIECES_MIN_VOCAB.
 
     Deterministic for the same texts and vocab size (single-threaded training).
     """
@@ -91,6 +99,12 @@ def train_sentencepiece(
     sentences = [line for text in texts for line in text.splitlines() if line.strip()]
     if not sentences:
         raise ValueError("train_sentencepiece: no text to train on")
+    symbols = list(SPECIAL_TOKENS)
+    if number_pieces:
+        if vocab_size < NUMBER_PIECES_MIN_VOCAB:
+            raise ValueError(f"train_sentencepiece: vocab_size={vocab_size} leaves no room for the 1000 number pieces; "
+                             f"use at least {NUMBER_PIECES_MIN_VOCAB} or number_pieces=False")
+        symbols += [f"\u2581{i}" for i in range(1000)] + [str(i) for i in range(10)]  # \u2581: sentencepiece's space
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sentences),
@@ -98,7 +112,7 @@ def train_sentencepiece(
         model_type="bpe",
         vocab_size=vocab_size,
         byte_fallback=True,
-        user_defined_symbols=list(SPECIAL_TOKENS),
+        user_defined_symbols=symbols,
         character_coverage=1.0,
         split_digits=True,
         allow_whitespace_only_pieces=True,

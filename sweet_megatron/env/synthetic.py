@@ -1,16 +1,18 @@
 """A synthetic offline task family ("tariff-v1") in the ColBench backend schema, small enough for a
-tiny model (about 1M parameters, a 1024-piece vocabulary) to learn on CPU.
+tiny model (a few million parameters, a 2048-piece vocabulary) to learn on CPU.
 
-Every task is a four-line tariff function over a closed vocabulary:
+Every task is a tariff function over a closed vocabulary, one line per slot:
 
     def shipping_cost(weight, distance):
         cost = weight * 4                 # rate
-        if weight > 25:                   # threshold (absent when the rule is "none")
+        if weight > 28:                   # threshold (absent when the rule is "none")
             cost = cost + 15              # rule (fee: +, discount: -) and amount
-        return round(min(cost, 400), 2)   # cap ("maximum") and digits ("rounding")
+        cost = min(cost, 500)             # cap ("maximum")
+        return round(cost, 2)             # digits ("rounding")
 
 The six *slots* are rate, threshold, rule, amount, cap and digits (threshold and amount do not
-exist when the rule is "none"). The description states some slots as facts ("The rate is 4.") and
+exist when the rule is "none"). The description states some slots as facts, each with the line of
+code that holds it ("The rate is 4 (cost = weight * 4)."), and
 lists the others, the *hidden details*, mixed with *distractors* (things that do not matter, such
 as the second argument or "the day"), in an "Ask me about ..." sentence. Difficulty = number of
 hidden details (1 to 4). Relevance can depend on earlier answers: when the rule is hidden, the
@@ -20,7 +22,12 @@ a turn. The family has 15 askable topics (6 slot topics + fee/discount variants 
 words), more than the 9 questions a 10-turn episode allows.
 
 Questions have canonical forms (`QUESTIONS`) and canonical replies, which are also the sentences
-the description states facts with, so the same `parse_facts` reads both. The rule-based simulator
+the description states facts with, so the same `parse_facts` reads both. Quoting the code line is
+what a person with the code in front of them does, and it is what makes the family learnable by a
+model trained from scratch in minutes: a value then reaches the answer by copying a token after
+the same operator ("* 4"), which small transformers learn quickly (induction), instead of by
+binding a number to the words around it, which our 3.5M-parameter model did not learn in 1200
+warm-start steps. Asking the right questions, in the right order, is still the whole game. The rule-based simulator
 (`synthetic_reply`) also recognises free-form questions by keywords and answers at most two
 topics, from the hidden details only.
 
@@ -48,17 +55,21 @@ from sweet_megatron.env.tasks import Task, extract_code, ordered_tests
 FAMILY = "tariff-v1"
 ANSWER_MARK = "I WANT TO ANSWER:"
 
-# Candidate values. Every cap is above every value a test below 50 can reach (49.999 * 9 + 30 <
-# 480), so the cap never hides a threshold or amount test; the "huge" tests (a >= 400) always hit it.
-RATES = (2, 3, 4, 5, 6, 7, 8, 9)
-THRESHOLDS = (10, 15, 20, 25, 30, 35, 40)
+# Candidate values. The slots' ranges are disjoint (digits 0-2, rates 3-9, thresholds multiples of
+# 4 that are not multiples of 5, amounts multiples of 5 from 10, caps from 500), so a number in the
+# code names its slot by its value alone: a small model can learn to copy "the rate-like number said
+# so far" long before it learns to bind a number to the words around it. Every cap is above every
+# value a test below 50 can reach (49.999 * 9 + 35 < 500), so the cap never hides a threshold or
+# amount test; the "huge" tests (a >= 400) always hit it.
+RATES = (3, 4, 5, 6, 7, 8, 9)
+THRESHOLDS = (12, 16, 24, 28, 32, 36, 44)
 RULES = ("fee", "discount", "none")
-AMOUNTS = (5, 10, 15, 20, 25, 30)
+AMOUNTS = (10, 15, 20, 25, 30, 35)
 CAPS = (500, 550, 600, 650, 700, 750)
 DIGITS = (0, 1, 2)  # inputs have 3 decimals, so 2 decimals and "no rounding" differ
 CANDIDATES = {"rate": RATES, "threshold": THRESHOLDS, "rule": RULES, "amount": AMOUNTS,
               "cap": CAPS, "digits": DIGITS}
-DEFAULTS = {"rate": 5, "threshold": 25, "rule": "none", "amount": 10, "cap": None, "digits": None}
+DEFAULTS = {"rate": 6, "threshold": 28, "rule": "none", "amount": 20, "cap": None, "digits": None}
 """What an agent that does not know a detail writes (the scripted agent's guesses): a middle
 value for a number, and no rule, no maximum and no rounding when it was not told of one."""
 SLOTS = ("rate", "threshold", "rule", "amount", "cap", "digits")
@@ -187,48 +198,70 @@ def tariff_value(params: dict, a: float) -> float:
     return x if params["digits"] is None else round(x, params["digits"])
 
 
+def code_line(skin: Skin, params: dict, slot: str) -> str | None:
+    """The one line of the reference code that holds a slot's value (unindented), or None when the
+    slot has no line of its own (the rule, which only picks the amount line's sign; a slot that
+    does not exist in this function)."""
+    a, v, p = skin.amount_arg, skin.noun, params
+    if slot == "rate":
+        return f"{v} = {a} * {p['rate']}"
+    if slot == "threshold" and p["rule"] != "none":
+        return f"if {a} > {p['threshold']}:"
+    if slot == "amount" and p["rule"] != "none":
+        return f"{v} = {v} {'+' if p['rule'] == 'fee' else '-'} {p['amount']}"
+    if slot == "cap" and p["cap"] is not None:
+        return f"{v} = min({v}, {p['cap']})"
+    if slot == "digits":
+        return f"return {v}" if p["digits"] is None else f"return round({v}, {p['digits']})"
+    return None
+
+
 def tariff_code(skin: Skin, params: dict) -> str:
-    """The reference code for these slot values."""
-    a, v = skin.amount_arg, skin.noun
-    lines = [f"def {skin.function}({a}, {skin.other_arg}):", f"    {v} = {a} * {params['rate']}"]
+    """The reference code for these slot values: one line per slot (see the module docstring)."""
+    lines = [f"def {skin.function}({skin.amount_arg}, {skin.other_arg}):", "    " + code_line(skin, params, "rate")]
     if params["rule"] != "none":
-        sign = "+" if params["rule"] == "fee" else "-"
-        lines += [f"    if {a} > {params['threshold']}:", f"        {v} = {v} {sign} {params['amount']}"]
-    result = v if params["cap"] is None else f"min({v}, {params['cap']})"
-    if params["digits"] is not None:
-        result = f"round({result}, {params['digits']})"
-    lines.append(f"    return {result}")
+        lines += ["    " + code_line(skin, params, "threshold"), "        " + code_line(skin, params, "amount")]
+    if params["cap"] is not None:
+        lines.append("    " + code_line(skin, params, "cap"))
+    lines.append("    " + code_line(skin, params, "digits"))
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- sentences: facts and replies
 
 
-def fact_sentence(slot: str, params: dict, rule_known: bool = True) -> str:
-    """The canonical sentence stating one slot (used in descriptions and simulator replies)."""
+def fact_sentence(slot: str, params: dict, skin: Skin, rule_known: bool = True) -> str:
+    """The canonical sentence stating one slot (used in descriptions and simulator replies): the
+    value in words, then the line of code that holds it, as a person who has the code in front of
+    them would quote it ("The rate is 8 (cost = weight * 8).")."""
     p = params
     if slot == "rate":
-        return f"The rate is {p['rate']}."
-    if slot == "threshold":
-        return "There is no threshold." if p["rule"] == "none" else f"The threshold is {p['threshold']}."
-    if slot == "rule":
+        text = f"The rate is {p['rate']}"
+    elif slot == "threshold":
+        text = "There is no threshold" if p["rule"] == "none" else f"The threshold is {p['threshold']}"
+    elif slot == "rule":
         return "There is no fee or discount." if p["rule"] == "none" else f"Above the threshold there is a {p['rule']}."
-    if slot == "amount":
-        return f"The {p['rule']} is {p['amount']}." if rule_known else f"The amount is {p['amount']}."
-    if slot == "cap":
-        return f"The maximum is {p['cap']}."
-    if slot == "digits":
-        return f"Round to {p['digits']} decimals."
-    raise KeyError(slot)
+    elif slot == "amount":
+        if not rule_known:  # quoting the line would give the sign away
+            return f"The amount is {p['amount']}."
+        text = f"The {p['rule']} is {p['amount']}"
+    elif slot == "cap":
+        text = f"The maximum is {p['cap']}"
+    elif slot == "digits":
+        text = f"Round to {p['digits']} decimals"
+    else:
+        raise KeyError(slot)
+    line = code_line(skin, p, slot)
+    return f"{text} ({line.removesuffix(':')})." if line else f"{text}."
 
 
 def topic_reply(spec: SyntheticSpec, topic: str) -> str:
     """The simulated person's sentence about one topic, from the hidden details only."""
     p = spec.params
     if topic in ("fee", "discount"):
-        return fact_sentence("amount", p) if p["rule"] == topic else f"There is no {topic}."
+        return fact_sentence("amount", p, spec.skin) if p["rule"] == topic else f"There is no {topic}."
     if topic in SLOTS:
-        return fact_sentence(topic, p)
+        return fact_sentence(topic, p, spec.skin)
     word = topic.removeprefix("distractor:")
     return f"The {word} does not matter."
 
@@ -353,7 +386,7 @@ def describe(spec: SyntheticSpec, hint_order: list[str]) -> str:
     facts = []
     for slot in spec.slots:
         if slot not in spec.hidden:
-            facts.append(fact_sentence(slot, p, rule_known="rule" not in spec.hidden))
+            facts.append(fact_sentence(slot, p, skin, rule_known="rule" not in spec.hidden))
     article = "an" if skin.thing[0] in "aeiou" else "a"
     parts = [f"Write a function that returns the {skin.noun} of {article} {skin.thing} "
              f"from its {skin.amount_arg} and {skin.other_arg}.", *facts,

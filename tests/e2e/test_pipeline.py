@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 TINY = [
     "model.num_layers=2", "model.hidden_size=64", "model.ffn_hidden_size=128", "model.seq_length=1024",
-    "tokenizer.vocab_size=512", "train.steps=2", "train.rows_per_step=4", "train.progress=false",
+    "tokenizer.vocab_size=512", "tokenizer.number_pieces=false", "train.steps=2", "train.rows_per_step=4", "train.progress=false",
     "train.tensorboard=false", "task.num_train=24", "task.num_eval=4", "task.num_demos=16",
     "sweet.critic_steps=2", "sweet.actor_states=4", "sweet.num_candidates=4", "sweet.pairs_per_turn=2",
     "sweet.actor_steps=2", "rollout.max_tokens=24", "rollout.max_turns=4",

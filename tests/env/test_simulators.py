@@ -72,7 +72,8 @@ def test_rule_based_on_real_records(real_tasks):
 def test_rule_based_on_synthetic():
     task = generate_tasks(1, seed=2)[0]
     reply = RuleBasedSimulator().respond([task], [ask("What is the maximum?")])[0]
-    assert reply == f"The maximum is {task.synthetic['params']['cap']}."
+    cap, noun = task.synthetic["params"]["cap"], task.ground_truth.split("\n")[1].split()[0]
+    assert reply == f"The maximum is {cap} ({noun} = min({noun}, {cap}))."
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):

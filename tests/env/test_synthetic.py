@@ -54,7 +54,8 @@ def test_code_matches_the_python_model():
         "    cost = weight * 3\n"
         "    if weight > 20:\n"
         "        cost = cost + 10\n"
-        "    return round(min(cost, 500), 1)"
+        "    cost = min(cost, 500)\n"
+        "    return round(cost, 1)"
     )
     # by hand: 10.25*3 = 30.75 -> 30.8; 30.5*3+10 = 101.5; 400.5*3+10 = 1211.5 -> capped at 500
     assert [tariff_value(SPEC.params, a) for a in (10.25, 30.5, 400.5)] == [30.8, 101.5, 500]
@@ -66,8 +67,8 @@ def test_schema_and_shape(tasks):
         assert task.problem_description.endswith(f"The signature of the function is: {task.signature}")
         assert task.hidden_information == task.ground_truth
         assert list(task.test_cases) == [f"test{i}" for i in range(1, 11)]
-        assert 30 <= len(task.problem_description.split()) <= 70
-        assert 3 <= len(task.ground_truth.splitlines()) <= 5
+        assert 30 <= len(task.problem_description.split()) <= 100
+        assert 3 <= len(task.ground_truth.splitlines()) <= 6
         spec = spec_of(task)
         assert 1 <= spec.difficulty <= 4
         assert spec.difficulty == len(spec.hidden) and set(spec.hidden) <= set(spec.slots)
@@ -94,7 +95,7 @@ def test_every_wrong_guess_fails_a_test(tasks):
 def test_wrong_guess_check_detects_weak_tests():
     # Inputs all below the threshold cannot tell the fee amount: the check must say so.
     weak = wrong_guess_survivors(SPEC.params, ("amount",), [1.5, 2.25, 3.125])
-    assert ("amount", 5) in weak and len(weak) == 5
+    assert ("amount", 15) in weak and len(weak) == 5
 
 
 def test_deterministic_and_splits_disjoint():
@@ -113,22 +114,27 @@ def test_deterministic_and_splits_disjoint():
 
 
 def test_canonical_questions_and_replies():
-    assert synthetic_reply(SPEC, QUESTIONS["rate"]) == "The rate is 3."
-    assert synthetic_reply(SPEC, QUESTIONS["threshold"]) == "The threshold is 20."
+    # each value comes with the line of the code that holds it, verbatim
+    assert synthetic_reply(SPEC, QUESTIONS["rate"]) == "The rate is 3 (cost = weight * 3)."
+    assert synthetic_reply(SPEC, QUESTIONS["threshold"]) == "The threshold is 20 (if weight > 20)."
     assert synthetic_reply(SPEC, QUESTIONS["rule"]) == "Above the threshold there is a fee."
-    assert synthetic_reply(SPEC, QUESTIONS["fee"]) == "The fee is 10."
+    assert synthetic_reply(SPEC, QUESTIONS["fee"]) == "The fee is 10 (cost = cost + 10)."
     assert synthetic_reply(SPEC, QUESTIONS["discount"]) == "There is no discount."
-    assert synthetic_reply(SPEC, QUESTIONS["cap"]) == "The maximum is 500."
-    assert synthetic_reply(SPEC, QUESTIONS["digits"]) == "Round to 1 decimals."
+    assert synthetic_reply(SPEC, QUESTIONS["cap"]) == "The maximum is 500 (cost = min(cost, 500))."
+    assert synthetic_reply(SPEC, QUESTIONS["digits"]) == "Round to 1 decimals (return round(cost, 1))."
+    for line in ("cost = weight * 3", "if weight > 20", "cost = cost + 10", "cost = min(cost, 500)",
+                 "return round(cost, 1)"):
+        assert line in CODE
     assert synthetic_reply(SPEC, "Does the distance matter?") == "The distance does not matter."
 
 
 def test_free_form_questions():
     assert parse_question("Could you tell me the cap and how to round it?", SPEC) == ["cap", "digits"]
     assert synthetic_reply(SPEC, "Which applies, a fee or maybe a discount? And the rate?") == \
-        "Above the threshold there is a fee. The rate is 3."
+        "Above the threshold there is a fee. The rate is 3 (cost = weight * 3)."
     # at most two topics, so at most two sentences
-    assert synthetic_reply(SPEC, "rate, threshold, maximum and rounding please") == "The rate is 3. The threshold is 20."
+    assert synthetic_reply(SPEC, "rate, threshold, maximum and rounding please") == \
+        "The rate is 3 (cost = weight * 3). The threshold is 20 (if weight > 20)."
     assert synthetic_reply(SPEC, "Hello there!").startswith("I am not sure")
     none_spec = SyntheticSpec("tariff-v1", "shipping_cost", {**SPEC.params, "rule": "none", "threshold": None,
                                                             "amount": None}, ("rule",), ("threshold",))
@@ -197,7 +203,7 @@ def test_scripted_agent_asking_nothing_rarely_succeeds(tasks):
         assert len(dialogue) == 1
         rate[spec_of(task).difficulty].append(ok)
     rate = {k: sum(v) / len(v) for k, v in rate.items()}
-    assert rate[1] < 0.25 and rate[2] < 0.05 and rate[3] < 0.02 and rate[4] < 0.02, rate
+    assert rate[1] < 0.25 and rate[2] < 0.1 and rate[3] < 0.02 and rate[4] < 0.02, rate
 
 
 def test_oracle_prefers_ask_all_actions(tasks):

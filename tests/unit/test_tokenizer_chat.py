@@ -49,3 +49,16 @@ def test_prompt_plus_action_equals_dialogue(tok):
 def test_missing_model_file_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="train_sentencepiece"):
         SentencePieceTokenizer(tmp_path / "nope.model")
+
+
+def test_number_pieces_are_single_tokens(tmp_path):
+    from sweet_megatron.env.synthetic import generate_tasks
+
+    corpus = CORPUS + [t.problem_description + "\n" + t.ground_truth for t in generate_tasks(300)]
+    tok = train_sentencepiece(corpus, tmp_path / "num.model", vocab_size=1600, number_pieces=True)
+    stated, coded = tok.encode("The maximum is 750."), tok.encode("cost = min(cost, 750)")
+    assert tok.encode("x 750")[-1] == stated[-2] == coded[-2]  # the same single token in prose and code
+    for text in ("x = 1234567", "min(cost, 750), 2)", "f(3,4) 0.125"):
+        assert tok.decode(tok.encode(text)) == text
+    with pytest.raises(ValueError, match="number pieces"):
+        train_sentencepiece(CORPUS, tmp_path / "small.model", vocab_size=1024, number_pieces=True)
