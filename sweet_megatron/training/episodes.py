@@ -79,7 +79,8 @@ def build_tokenizer(cfg: TokenizerConfig, run_dir: Path, train_tasks: list) -> T
         return load_tokenizer(cfg.kind, cfg.path)
     path = run_dir / "tokenizer.model"
     if (not dist.is_initialized() or dist.get_rank() == 0) and not path.exists():
-        train_sentencepiece(_corpus(train_tasks), path, vocab_size=cfg.vocab_size)
+        train_sentencepiece(_corpus(train_tasks), path, vocab_size=cfg.vocab_size,
+                            number_pieces=cfg.number_pieces)
     if dist.is_initialized():
         dist.barrier()
     return SentencePieceTokenizer(path)
@@ -258,6 +259,13 @@ def turn_pair_groups(tok: Tokenizer, states: list[TurnState], cands: list[list[s
         groups.append([candidate_sequence(tok, states[g], cands[g][c % M], False, pair=p, chosen=True),
                        candidate_sequence(tok, states[g], cands[r // M][r % M], False, pair=p, chosen=False)])
     return groups, [s for grp in groups for s in grp]
+
+
+def is_answer(action_text: str) -> bool:
+    """Whether an action is a final answer (as opposed to a question)."""
+    from sweet_megatron.env.synthetic import ANSWER_MARK
+
+    return ANSWER_MARK in action_text
 
 
 def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, max_states: int = 48):

@@ -49,6 +49,16 @@ def write_report(run_dir: Path, results: dict, timings: dict, config: dict) -> P
     if curve:
         lines += ["", "## Held-out success per iteration", "", "| after | success rate |", "|---|---|"]
         lines += [f"| {name} | {v:.3f} |" for name, v in curve]
+    credit = [results[k] for k in sorted(results) if k.startswith("credit_")]
+    if credit:
+        lines += ["", "## Critic turn-ranking accuracy against the oracle (held-out turns, last iteration)", "",
+                  "| critic | all pairs | questions only | answers only |", "|---|---|---|---|"]
+        for name, key in (("with reference", "with_reference"), ("without reference", "without_reference")):
+            r = credit[-1].get(key, {})
+            cells = [f"{r[acc]:.3f} ({r[n]} pairs)" if acc in r else "-"
+                     for acc, n in (("turn_ranking_accuracy", "pairs"), ("questions_accuracy", "questions_pairs"),
+                                    ("answers_accuracy", "answers_pairs"))]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "## Time per phase (s)", "", "| phase | seconds |", "|---|---|"]
     lines += [f"| {k.removeprefix('time/')} | {v:.1f} |" for k, v in sorted(timings.items(), key=lambda kv: -kv[1])]
     plots = _plots(run_dir, curve, head)

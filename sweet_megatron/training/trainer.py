@@ -153,10 +153,11 @@ class SweetTrainer:
 
     def _train(self, runner: ModelRunner, stage: str, rows: list[PackedRow], loss_fn, steps: int, keys: list[str],
                start: int = 0, on_step=None) -> dict[str, float]:
-        """`steps` optimizer steps over shuffled rows (rows_per_step each); returns the last metrics."""
+        """`steps` optimizer steps over shuffled rows (train.rows_per_step each in sft,
+        sweet.rows_per_step in every later stage); returns the last metrics."""
         task = self.progress.task(stage, steps - start)
         last: dict[str, float] = {}
-        per_step = self.cfg.train.rows_per_step
+        per_step = self.cfg.train.rows_per_step if stage == "sft" else self.cfg.sweet.rows_per_step
         for step in range(start, steps):
             batch = ep.step_rows(rows, step, per_step, seed=self.cfg.seed)
             with self.timer(f"{stage}_step"):
@@ -294,14 +295,26 @@ class SweetTrainer:
 
         states, candidates, oracle = ep.oracle_candidates(self.eval_tasks, self.simulator, self.tok,
                                                           self.cfg.rollout.max_turns)
-        scores = self.score_candidates(critic, critic_ref, states, candidates, with_reference)
-        groups = torch.arange(len(states)).repeat_interleave(scores.shape[1])
-        acc, n = pairwise_ranking_accuracy(scores.flatten(), torch.tensor(oracle).flatten(), groups)
+        scores = self.score_candidates(critic, critic_ref, states, candidates, with_reference).flatten()
+        values = torch.tensor(oracle, dtype=torch.float64).flatten()
+        groups = torch.arange(len(states)).repeat_interleave(len(candidates[0]))
+        is_answer = torch.tensor([ep.is_answer(c) for cands in candidates for c in cands])
+        acc, n = pairwise_ranking_accuracy(scores, values, groups)
+        # The same pairs split by kind: which question helps, which answer is right (the credit
+        # assignment proper), and question against answer (when to stop asking).
+        by_kind = {"questions": ~is_answer, "answers": is_answer}
+        result = {"turn_ranking_accuracy": float(acc), "pairs": n}
+        for kind, keep in by_kind.items():
+            acc_k, n_k = pairwise_ranking_accuracy(scores[keep], values[keep], groups[keep])
+            result |= {f"{kind}_accuracy": float(acc_k), f"{kind}_pairs": n_k}
         name = "critic" if with_reference else "critic_noref"
-        self.metrics.log("credit", it, {f"{name}/turn_ranking_accuracy": float(acc), f"{name}/pairs": n})
+        self.metrics.log("credit", it, {f"{name}/{k}": v for k, v in result.items()})
         if is_rank0():
-            log.info("%s: turn-ranking accuracy vs the oracle %.3f over %d held-out candidate pairs", name, acc, n)
-        return {"turn_ranking_accuracy": float(acc), "pairs": n}
+            log.info("%s: turn-ranking accuracy vs the oracle %.3f over %d held-out candidate pairs "
+                     "(questions only %.3f over %d, answers only %.3f over %d)", name, acc, n,
+                     result["questions_accuracy"], result["questions_pairs"], result["answers_accuracy"],
+                     result["answers_pairs"])
+        return result
 
     # ------------------------------------------------------------------------------------ baselines
     def rejection_finetune(self, episodes: list) -> dict:
