@@ -15,7 +15,6 @@ The Transformer Engine spec (GPU) keeps TE's own fused attention; this is only f
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from megatron.core import tensor_parallel
 from megatron.core.transformer.dot_product_attention import DotProductAttention

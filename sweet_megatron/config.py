@@ -188,6 +188,10 @@ class SweetConfig:
     rows_per_step: int = 8
     """Packed rows per optimizer step in the critic, actor and baseline stages (pairs want larger,
     steadier batches than the warm start's train.rows_per_step)."""
+    credit_check: bool = True
+    """After training the critic: also train one without the reference solution, and measure both
+    against the oracle on held-out synthetic turns (the credit-assignment check; about a minute and
+    a half of the CPU demo)."""
     critic_steps: int = 20
     critic_lr: float = 1e-3
     critic_beta: float = 1.0

@@ -247,18 +247,40 @@ def candidate_sequence(tok: Tokenizer, state: TurnState, text: str, with_referen
 
 
 def turn_pair_groups(tok: Tokenizer, states: list[TurnState], cands: list[list[str]], scores_GM: torch.Tensor,
-                     pairs_per_turn: int, seed: int) -> tuple[list[list[Sequence]], list[Sequence]]:
-    """Top-half vs bottom-half candidate pairs per state, as packing groups for actor DPO."""
+                     pairs_per_turn: int, seed: int) -> tuple[list[list[Sequence]], list[Sequence], list[tuple]]:
+    """Top-half vs bottom-half candidate pairs per state, as packing groups for actor DPO.
+
+    Returns (groups, their sequences flat, the pairs as (state index, chosen text, rejected text))."""
     from sweet_megatron.algorithms.pairs import turn_pairs
 
     M = scores_GM.shape[1]
     pairs = turn_pairs(scores_GM, num_pairs=pairs_per_turn, generator=torch.Generator().manual_seed(seed))
-    groups = []
+    groups, texts = [], []
     for p, (c, r) in enumerate(zip(pairs.chosen_P.tolist(), pairs.rejected_P.tolist(), strict=True)):
         g = c // M
-        groups.append([candidate_sequence(tok, states[g], cands[g][c % M], False, pair=p, chosen=True),
-                       candidate_sequence(tok, states[g], cands[r // M][r % M], False, pair=p, chosen=False)])
-    return groups, [s for grp in groups for s in grp]
+        texts.append((g, cands[g][c % M], cands[r // M][r % M]))
+        groups.append([candidate_sequence(tok, states[g], texts[-1][1], False, pair=p, chosen=True),
+                       candidate_sequence(tok, states[g], texts[-1][2], False, pair=p, chosen=False)])
+    return groups, [s for grp in groups for s in grp], texts
+
+
+def pair_oracle_agreement(states: list[TurnState], pairs: list[tuple]) -> dict[str, float] | None:
+    """How the actor's training pairs agree with the synthetic oracle (None unless every task is
+    synthetic): the fractions of pairs whose chosen action the oracle values higher ('agree'),
+    lower ('disagree') or the same ('tie'). Read next to the held-out credit check: this is the
+    signal the actor actually learns from."""
+    from sweet_megatron.env.synthetic import oracle_action_value
+
+    if not pairs or any(not states[g].task.synthetic for g, _, _ in pairs):
+        return None
+    signs = []
+    for g, chosen, rejected in pairs:
+        before = states[g].messages
+        diff = oracle_action_value(states[g].task, before, chosen) - oracle_action_value(states[g].task, before, rejected)
+        signs.append((diff > 0) - (diff < 0))
+    n = len(signs)
+    return {"pairs_oracle_agree": signs.count(1) / n, "pairs_oracle_disagree": signs.count(-1) / n,
+            "pairs_oracle_tie": signs.count(0) / n}
 
 
 def is_answer(action_text: str) -> bool:

@@ -271,11 +271,18 @@ class SweetTrainer:
                                        seed=self.cfg.seed + 7 * it)
         with self.timer("actor_scoring"):
             scores = self.score_candidates(critic, critic_ref, states, candidates)
-        groups, flat = ep.turn_pair_groups(self.tok, states, candidates, scores, sw.pairs_per_turn,
-                                           seed=self.cfg.seed + it)
+        groups, flat, pair_texts = ep.turn_pair_groups(self.tok, states, candidates, scores, sw.pairs_per_turn,
+                                                       seed=self.cfg.seed + it)
         if not groups:
             log.warning("actor: every candidate scored the same: no pairs, actor unchanged this iteration")
             return {"skipped": "no candidate pairs"}
+        agreement = ep.pair_oracle_agreement(states, pair_texts) or {}
+        if agreement:
+            self.metrics.log("actor_pairs", it, agreement)
+            if is_rank0():
+                log.info("actor: %d pairs; the oracle agrees with %.2f of them, disagrees with %.2f, ties %.2f",
+                         len(groups), agreement["pairs_oracle_agree"], agreement["pairs_oracle_disagree"],
+                         agreement["pairs_oracle_tie"])
         actor_ref = self._runner("actor_ref", None, 1)
         self._copy(self.actor, actor_ref)
         actor = self._runner("actor_dpo", replace(self.cfg.train.optim, lr=sw.actor_lr, min_lr=sw.actor_lr / 10),
@@ -287,7 +294,7 @@ class SweetTrainer:
                            ["accuracy", "reward_margin", "nll_loss"])
         actor.step += self.actor.step
         self.actor = actor
-        return {"pairs": len(groups), **{f"final_{k}": v for k, v in last.items()}}
+        return {"pairs": len(groups), **agreement, **{f"final_{k}": v for k, v in last.items()}}
 
     def credit_check(self, critic: ModelRunner, critic_ref: ModelRunner, with_reference: bool, it: int) -> dict:
         """Pairwise turn-ranking accuracy of the critic against the oracle, on held-out tasks."""
@@ -366,7 +373,7 @@ class SweetTrainer:
                     break
                 with self.timer("stage_critic"):
                     critics = self.train_critic(episodes)
-                    if critics is not None:
+                    if critics is not None and self.cfg.sweet.credit_check:
                         results[f"credit_{it}"] = {"with_reference": self.credit_check(*critics, True, it)}
                         noref = self.train_critic(episodes, with_reference=False)
                         results[f"credit_{it}"]["without_reference"] = self.credit_check(*noref, False, it)
