@@ -330,7 +330,8 @@ class SweetTrainer:
         if not good:
             return {"skipped": "no successful episodes"}
         rows, _ = self._rows([[ep.sequence(self.tok, e.messages())] for e in good])
-        runner = self._runner("rft", replace(self.cfg.train.optim, lr=self.cfg.sweet.actor_lr * 3), self.cfg.sweet.actor_steps)
+        lr = self.cfg.sweet.actor_lr * 3  # plain NLL on its own successes tolerates a larger step than DPO
+        runner = self._runner("rft", replace(self.cfg.train.optim, lr=lr, min_lr=lr / 10), self.cfg.sweet.actor_steps)
         self._copy(self.actor, runner)
         self._train(runner, "rft", rows, sft_loss, self.cfg.sweet.actor_steps, [])
         self.actor = runner

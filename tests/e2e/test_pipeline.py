@@ -78,6 +78,12 @@ def test_all_stages_single_process(tmp_path, offline_episodes):
     again = _run([sys.executable, "-m", "sweet_megatron.cli.train", "stage=all", f"run_dir={run_dir}",
                   f"sweet.offline_episodes={offline_episodes}", *TINY], run_dir)
     assert "success after SWEET-RL" in again
+    # the baselines, from the same warm start and episodes, with the default learning rates
+    _run([sys.executable, "-m", "sweet_megatron.cli.train", "stage=baselines", f"run_dir={run_dir}",
+          f"sweet.offline_episodes={offline_episodes}", *TINY], run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert 0.0 <= results["success_rft"] <= 1.0 and 0.0 <= results["success_mtdpo"] <= 1.0
+    assert results["details"]["rft"]["episodes"] > 0 and results["details"]["mtdpo"]["pairs"] > 0
 
 
 @pytest.mark.parametrize("layout", ["tp2", "pp2"])
