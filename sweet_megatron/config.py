@@ -190,8 +190,8 @@ class SweetConfig:
     steadier batches than the warm start's train.rows_per_step)."""
     credit_check: bool = True
     """After training the critic: also train one without the reference solution, and measure both
-    against the oracle on held-out synthetic turns (the credit-assignment check; about a minute and
-    a half of the CPU demo)."""
+    against the oracle on held-out synthetic turns (the credit-assignment check; about 150 s of the
+    CPU demo)."""
     critic_steps: int = 20
     critic_lr: float = 1e-3
     critic_beta: float = 1.0

@@ -27,9 +27,10 @@ what a person with the code in front of them does, and it is what makes the fami
 model trained from scratch in minutes: a value then reaches the answer by copying a token after
 the same operator ("* 4"), which small transformers learn quickly (induction), instead of by
 binding a number to the words around it, which our 3.5M-parameter model did not learn in 1200
-warm-start steps. Asking the right questions, in the right order, is still the whole game. The rule-based simulator
-(`synthetic_reply`) also recognises free-form questions by keywords and answers at most two
-topics, from the hidden details only.
+warm-start steps. Asking the right questions, in the right order, is still the whole game.
+
+The rule-based simulator (`synthetic_reply`) also recognises free-form questions by keywords and
+answers at most two topics, from the hidden details only.
 
 The 10 tests are drawn so that a wrong guess of any single hidden detail (every other candidate
 value, with the other slots right) fails at least one test (`wrong_guess_survivors` checks it).

@@ -283,13 +283,6 @@ def pair_oracle_agreement(states: list[TurnState], pairs: list[tuple]) -> dict[s
             "pairs_oracle_tie": signs.count(0) / n}
 
 
-def is_answer(action_text: str) -> bool:
-    """Whether an action is a final answer (as opposed to a question)."""
-    from sweet_megatron.env.synthetic import ANSWER_MARK
-
-    return ANSWER_MARK in action_text
-
-
 def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, max_states: int = 48):
     """Held-out turn states with a fixed menu of candidate actions whose value the oracle knows.
 

@@ -152,12 +152,12 @@ class SweetTrainer:
         return rows, flat
 
     def _train(self, runner: ModelRunner, stage: str, rows: list[PackedRow], loss_fn, steps: int, keys: list[str],
-               start: int = 0, on_step=None) -> dict[str, float]:
-        """`steps` optimizer steps over shuffled rows (train.rows_per_step each in sft,
-        sweet.rows_per_step in every later stage); returns the last metrics."""
+               start: int = 0, on_step=None, rows_per_step: int | None = None) -> dict[str, float]:
+        """`steps` optimizer steps over shuffled rows, `rows_per_step` each (default
+        sweet.rows_per_step, the pair stages' batch); returns the last metrics."""
         task = self.progress.task(stage, steps - start)
         last: dict[str, float] = {}
-        per_step = self.cfg.train.rows_per_step if stage == "sft" else self.cfg.sweet.rows_per_step
+        per_step = rows_per_step or self.cfg.sweet.rows_per_step
         for step in range(start, steps):
             batch = ep.step_rows(rows, step, per_step, seed=self.cfg.seed)
             with self.timer(f"{stage}_step"):
@@ -191,7 +191,7 @@ class SweetTrainer:
                 self._save({"actor": self.actor})
 
         self._train(self.actor, "sft", rows, sft_loss, self.cfg.train.steps, [], start=self.state["sft_step"],
-                    on_step=checkpoint_every)
+                    on_step=checkpoint_every, rows_per_step=self.cfg.train.rows_per_step)
         # The warm start every method (SWEET-RL and the baselines) begins from, kept apart.
         from sweet_megatron.checkpoint.model_io import checkpoint_meta, save_model_checkpoint
 
@@ -299,13 +299,14 @@ class SweetTrainer:
     def credit_check(self, critic: ModelRunner, critic_ref: ModelRunner, with_reference: bool, it: int) -> dict:
         """Pairwise turn-ranking accuracy of the critic against the oracle, on held-out tasks."""
         from sweet_megatron.algorithms.ranking import pairwise_ranking_accuracy
+        from sweet_megatron.env.episode import extract_answer
 
         states, candidates, oracle = ep.oracle_candidates(self.eval_tasks, self.simulator, self.tok,
                                                           self.cfg.rollout.max_turns)
         scores = self.score_candidates(critic, critic_ref, states, candidates, with_reference).flatten()
         values = torch.tensor(oracle, dtype=torch.float64).flatten()
         groups = torch.arange(len(states)).repeat_interleave(len(candidates[0]))
-        is_answer = torch.tensor([ep.is_answer(c) for cands in candidates for c in cands])
+        is_answer = torch.tensor([extract_answer(c) is not None for cands in candidates for c in cands])
         acc, n = pairwise_ranking_accuracy(scores, values, groups)
         # The same pairs split by kind: which question helps, which answer is right (the credit
         # assignment proper), and question against answer (when to stop asking).
