@@ -74,6 +74,10 @@ class ModelConfig:
     rope_scaling_factor: float = 8.0
     norm_epsilon: float = 1e-5
     init_method_std: float = 0.02
+    tie_embeddings: bool = False
+    """One matrix for the input embedding and the output layer (Llama 3.2 1B/3B do this; 3.1 8B/70B
+    do not). Small models trained from scratch learn to copy tokens from their context much sooner
+    with it (docs/cpu_demo.md)."""
     transformer_impl: str = "auto"
     """'auto': Transformer Engine when usable on a GPU, else megatron's local spec."""
     fp8: FP8Config = field(default_factory=FP8Config)
@@ -105,11 +109,11 @@ class ModelConfig:
         return replace(self, vocab_size=vocab_size)
 
     def num_parameters(self) -> int:
-        """Parameter count with the unpadded vocabulary (untied input and output embeddings)."""
+        """Parameter count with the unpadded vocabulary."""
         h, f, v = self.hidden_size, self.ffn_hidden_size, self.vocab_size or 0
         kv = self.num_query_groups * self.head_dim
         per_layer = h * (h + 2 * kv) + h * h + 3 * h * f + 2 * h
-        return self.num_layers * per_layer + 2 * v * h + h
+        return self.num_layers * per_layer + (1 if self.tie_embeddings else 2) * v * h + h
 
 
 # Published dimensions: Llama-3.1 8B and 70B (config.json of the released checkpoints).
@@ -236,7 +240,7 @@ def build_model(cfg: ModelConfig, parallel: ParallelConfig, platform: Platform) 
             pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=ignore_virtual, vp_stage=vp),
             post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=ignore_virtual, vp_stage=vp),
             parallel_output=True,
-            share_embeddings_and_output_weights=False,
+            share_embeddings_and_output_weights=cfg.tie_embeddings,
             position_embedding_type="rope",
             rotary_base=cfg.rotary_base,
             rope_scaling=cfg.rope_scaling,

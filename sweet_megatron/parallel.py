@@ -90,6 +90,12 @@ class ParallelConfig:
                 f"model.num_layers={model.num_layers} is not divisible by pipeline_parallel*"
                 f"virtual_pipeline = {pp}*{self.virtual_pipeline or 1}: choose degrees whose product divides it"
             )
+        if model.tie_embeddings and pp > 1:
+            raise LayoutError(
+                f"model.tie_embeddings=true with parallel.pipeline_parallel={pp}: the first and last stages "
+                "would each hold a copy of the shared matrix, which the weight mapping does not handle yet; "
+                "set model.tie_embeddings=false or pipeline_parallel=1"
+            )
         if self.virtual_pipeline is not None and pp < 2:
             raise LayoutError("parallel.virtual_pipeline needs pipeline_parallel >= 2: set it to null")
         if self.sequence_parallel and tp < 2:

@@ -104,14 +104,16 @@ class HFCheckpoint:
     def _validate_tensors(self) -> None:
         expected = hf_shapes(self.cfg)
         if self.tied and "lm_head.weight" not in self.index:
-            expected.pop("lm_head.weight")
+            expected.pop("lm_head.weight", None)
         missing = [n for n in expected if n not in self.index]
         if missing:
             raise ConversionError(f"{self.path}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
         bad = [f"{n}: {self.index[n][1]} (config says {s})" for n, s in expected.items() if self.index[n][1] != s]
         if bad:
             raise ConversionError(f"{self.path}: tensor shapes do not match config.json: {bad[:5]}")
-        extra = [n for n in self.index if n not in expected and not n.endswith("rotary_emb.inv_freq")]
+        # A tied checkpoint may still carry its (equal) lm_head copy: the shared matrix is the embedding.
+        extra = [n for n in self.index if n not in expected and not n.endswith("rotary_emb.inv_freq")
+                 and not (self.tied and n == "lm_head.weight")]
         if extra:
             raise ConversionError(f"{self.path}: unexpected tensors for a Llama model: {extra[:5]}")
 

@@ -108,7 +108,7 @@ def weight_specs(cfg: ModelConfig) -> list[WeightSpec]:
     """Every weight of the model in canonical order: embedding, layers 0..L-1, final norm, output."""
     names = ["embedding.word_embeddings.weight"]
     names += [f"decoder.layers.{i}.{s}" for i in range(cfg.num_layers) for s in _LAYER_PARAMS]
-    names += ["decoder.final_layernorm.weight", "output_layer.weight"]
+    names += ["decoder.final_layernorm.weight"] + ([] if cfg.tie_embeddings else ["output_layer.weight"])
     return [parse_mcore_name(n) for n in names]
 
 
@@ -131,7 +131,8 @@ def hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     for i in range(cfg.num_layers):
         shapes.update({f"model.layers.{i}.{k}": v for k, v in per_layer.items()})
     shapes["model.norm.weight"] = (H,)
-    shapes["lm_head.weight"] = (V, H)
+    if not cfg.tie_embeddings:
+        shapes["lm_head.weight"] = (V, H)
     return shapes
 
 
@@ -293,7 +294,7 @@ def hf_config_from_model_config(cfg: ModelConfig, dtype: torch.dtype | None = No
         max_position_embeddings=max(cfg.seq_length, 131072) if cfg.rope_scaling else cfg.seq_length,
         rms_norm_eps=cfg.norm_epsilon,
         initializer_range=cfg.init_method_std,
-        tie_word_embeddings=False,
+        tie_word_embeddings=cfg.tie_embeddings,
         attention_bias=False,
         mlp_bias=False,
         rope_theta=float(cfg.rotary_base),
@@ -379,5 +380,6 @@ def model_config_from_hf_config(hf: dict[str, Any], name: str = "hf", seq_length
         rope_scaling_factor=float(rope.get("factor", 8.0)),
         norm_epsilon=float(hf.get("rms_norm_eps", 1e-5)),
         init_method_std=float(hf.get("initializer_range", 0.02)),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         transformer_impl="auto",
     )

@@ -56,6 +56,12 @@ def test_bad_layouts_say_the_fix(layout, world, match):
         ParallelConfig(**layout).validate(world, ModelConfig(), "local")
 
 
+def test_tied_embeddings_with_pipeline_stages_is_refused():
+    with pytest.raises(LayoutError, match="tie_embeddings"):
+        ParallelConfig(pipeline_parallel=2).validate(2, ModelConfig(tie_embeddings=True), "local")
+    ParallelConfig(tensor_parallel=2).validate(2, ModelConfig(tie_embeddings=True), "local")
+
+
 def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="train.stepz"):
         load_config(["train.stepz=3"])

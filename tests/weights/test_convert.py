@@ -174,3 +174,30 @@ def test_not_a_megatron_checkpoint(hf_dir, tmp_path, capsys):
 def test_layout_that_does_not_fit(hf_dir, tmp_path, capsys):
     out = tmp_path / "out"
     _fails(["hf-to-mcore", "--hf-dir", str(hf_dir), "--out", str(out), "--tp", "4"], capsys, "num_query_groups", out)
+
+
+def test_tied_embeddings_convert_both_ways_and_match_transformers(tmp_path):
+    """A tied Llama (as Llama 3.2 1B/3B): one shared matrix in megatron at TP2, transformers'
+    logits, and back to HF without an lm_head tensor."""
+    from safetensors import safe_open
+
+    tied = dataclasses.replace(MODEL, tie_embeddings=True)
+    hf = tmp_path / "tied"
+    write_hf_llama(hf, tied, max_shard_size=None)
+    assert json.loads((hf / "config.json").read_text())["tie_word_embeddings"] is True
+    out = tmp_path / "mcore"
+    assert main(["hf-to-mcore", "--hf-dir", str(hf), "--out", str(out), "--tp", "2"]) == 0
+    assert json.loads((out / "sweet_meta.json").read_text())["model"]["tie_embeddings"] is True
+    expected = _hf_logits(hf, TOKENS)
+    for logits in run_distributed(_megatron_logits, 2, args=(str(out), {"tensor_parallel": 2}, TOKENS)):
+        assert (logits - expected).abs().max().item() < 1e-5
+    back = tmp_path / "back"
+    assert main(["mcore-to-hf", "--ckpt", str(out), "--out", str(back)]) == 0
+    written = {}
+    for file in back.glob("*.safetensors"):
+        with safe_open(str(file), "pt") as f:
+            written |= {name: f.get_tensor(name) for name in f.keys()}
+    with safe_open(str(hf / "model.safetensors"), "pt") as g:
+        assert set(written) == set(g.keys()) and "lm_head.weight" not in written
+        for name, tensor in written.items():
+            assert torch.equal(tensor, g.get_tensor(name)), name
