@@ -83,6 +83,10 @@ class TrainConfig:
     """Packed rows in one global batch (split over data-parallel ranks, then into microbatches)."""
     pack_length: int = 512
     """Row length for packing (longer only when one group needs it, up to model.seq_length)."""
+    context_loss_weight: float = 0.0
+    """SFT loss weight of the tokens outside the agent's actions (the task description, the
+    person's replies), relative to 1 for action tokens. A model trained from scratch learns to copy
+    values from the dialogue much sooner when it also models the dialogue (docs/cpu_demo.md)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     log_every: int = 5
     """Log metrics every N steps."""
@@ -100,6 +104,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 0 or self.rows_per_step < 1:
             raise ConfigError("train.steps must be >= 0 and train.rows_per_step >= 1")
+        if self.context_loss_weight < 0:
+            raise ConfigError(f"train.context_loss_weight={self.context_loss_weight}: set it >= 0")
 
 
 @dataclass

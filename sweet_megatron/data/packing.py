@@ -32,6 +32,9 @@ class Sequence:
     """Per token: index of the agent turn it belongs to, -1 for non-agent tokens."""
     weight: float = 1.0
     """Per-sequence loss weight for token losses (e.g. SFT)."""
+    context_weight: float = 0.0
+    """Loss weight of the tokens outside agent actions (system prompt, person's turns, headers):
+    0 for the RL losses; > 0 adds language modelling of the whole dialogue to SFT."""
     extra: dict = field(default_factory=dict)
     """Anything the loss needs per sequence (e.g. reference log-probs per turn, a reward)."""
 
@@ -42,7 +45,7 @@ class PackedRow:
 
     tokens: torch.Tensor  # [S] int64
     labels: torch.Tensor  # [S] int64 (0 where no label)
-    loss_mask: torch.Tensor  # [S] float32: 1 at agent-action label positions, times the sequence weight
+    loss_mask: torch.Tensor  # [S] float32: sequence weight at agent-action label positions, its context_weight elsewhere in the sequence
     position_ids: torch.Tensor  # [S] int64, restarting per sequence
     doc_ids: torch.Tensor  # [S] int64
     segment_ids: torch.Tensor  # [S] int64, -1 outside agent actions
@@ -128,7 +131,7 @@ def _build_row(items: list[tuple[int, Sequence]], seq_length: int, pad_id: int) 
             seg[next_turn == k] = len(segments)
             segments.append((gidx, k))
         segment_ids[start : start + n - 1] = seg
-        loss_mask[start : start + n - 1] = (seg >= 0).float() * seq.weight
+        loss_mask[start : start + n - 1] = torch.where(seg >= 0, seq.weight, seq.context_weight)
         start += n
     if start < seq_length:  # padding positions restart too, so positions stay small
         position_ids[start:] = torch.arange(seq_length - start)

@@ -530,6 +530,18 @@ def build_answer(skin: Skin, facts: dict) -> str:
     return tariff_code(skin, params)
 
 
+def miscopied(facts: dict) -> dict:
+    """The facts with one number copied wrongly: the first known numeric slot that shows in the
+    code (in SLOTS order; the rate when none does) moved to the next candidate value, so the code
+    `build_answer` writes from them differs from the code it writes from `facts`."""
+    shown = ("rate", "cap", "digits") if facts.get("rule", DEFAULTS["rule"]) == "none" else SLOTS
+    known = [s for s in shown if s != "rule" and facts.get(s) is not None]
+    slot = known[0] if known else "rate"
+    values = CANDIDATES[slot]
+    current = facts.get(slot, DEFAULTS[slot])
+    return {**facts, slot: values[(values.index(current) + 1) % len(values)]}
+
+
 class _Unsupported(Exception):
     pass
 

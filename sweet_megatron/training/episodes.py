@@ -184,9 +184,9 @@ def critic_view(messages: list[Message], task) -> list[Message]:
     return [Message(first.role, first.content + REFERENCE_HEADER + task.hidden_information), *messages[1:]]
 
 
-def sequence(tok: Tokenizer, messages: list[Message], **extra) -> Sequence:
+def sequence(tok: Tokenizer, messages: list[Message], context_weight: float = 0.0, **extra) -> Sequence:
     ids, turns = render_dialogue(tok, messages)
-    return Sequence(ids, turns, extra=extra)
+    return Sequence(ids, turns, context_weight=context_weight, extra=extra)
 
 
 def trajectory_pair_groups(tok: Tokenizer, episodes: list, tasks: dict, with_reference: bool
@@ -287,10 +287,16 @@ def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, ma
     """Held-out turn states with a fixed menu of candidate actions whose value the oracle knows.
 
     States: the dialogue before each turn of the scripted ask-everything agent on each task (so
-    some details are known, some not). Candidates (11 per state): the canonical question of every
-    topic, two distractor questions, an answer from what is known so far (defaults for the rest)
-    and the correct answer. Values: synthetic.oracle_action_value (+2 correct answer, +1 a question
-    revealing a relevant unknown detail, -1 anything else).
+    some details are known, some not). Candidates (11 per state), all actions an agent could take
+    from what the dialogue shows: the canonical question of every topic, two distractor questions,
+    the answer from what is known so far (defaults for the rest; correct once every detail is
+    known) and the same answer with one known value miscopied. Values:
+    synthetic.oracle_action_value (+2 correct answer, +1 a question revealing a relevant unknown
+    detail, -1 anything else).
+
+    The correct answer itself is not offered before its details are known: no agent can write it
+    there, so no collected trajectory teaches a critic anything about it (measured in session 2: a
+    menu with it made every critic prefer questions to it, docs/cpu_demo.md).
     """
     from sweet_megatron.env.agents import ScriptedAgent
     from sweet_megatron.env.episode import run_episodes
@@ -300,6 +306,7 @@ def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, ma
         QUESTIONS,
         build_answer,
         distractor_question,
+        miscopied,
         oracle_action_value,
         parse_facts,
         spec_of,
@@ -320,7 +327,8 @@ def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, ma
                     facts.update(parse_facts(m.content))
             words = [w for w in DISTRACTOR_WORDS if w not in spec.distractors][:2]
             menu = [*QUESTIONS.values(), *(distractor_question(w) for w in words),
-                    f"{ANSWER_MARK}\n{build_answer(spec.skin, facts)}", f"{ANSWER_MARK}\n{task.ground_truth}"]
+                    f"{ANSWER_MARK}\n{build_answer(spec.skin, facts)}",
+                    f"{ANSWER_MARK}\n{build_answer(spec.skin, miscopied(facts))}"]
             states.append(TurnState(task, state))
             cands.append(menu)
             values.append([oracle_action_value(task, state, c) for c in menu])

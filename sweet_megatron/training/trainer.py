@@ -178,7 +178,8 @@ class SweetTrainer:
         with self.timer("demos"):
             demos = ep.scripted_demos(self.cfg.task, self.train_tasks, self.simulator, self.tok,
                                       self.cfg.rollout.max_turns)
-            groups = [[ep.sequence(self.tok, e.messages())] for e in demos]
+            groups = [[ep.sequence(self.tok, e.messages(), context_weight=self.cfg.train.context_loss_weight)]
+                      for e in demos]
             rows, _ = self._rows(groups)
         if is_rank0():
             rate = sum(e.success for e in demos) / max(len(demos), 1)

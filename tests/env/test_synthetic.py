@@ -15,7 +15,9 @@ from sweet_megatron.env.synthetic import (
     ScriptPolicy,
     SyntheticSpec,
     answer_is_correct,
+    build_answer,
     generate_tasks,
+    miscopied,
     oracle_action_value,
     parse_facts,
     parse_question,
@@ -175,6 +177,18 @@ def test_answer_checker_without_running_code():
     assert not answer_is_correct(TASK, "import os\nos.system('true')\n" + CODE)  # outside the subset: not run
     assert not answer_is_correct(TASK, "def shipping_cost(weight, distance):\n    while True:\n        pass")
     assert not answer_is_correct(TASK, "not python at all")
+
+
+def test_a_miscopied_answer_is_always_wrong(tasks):
+    """The credit check's slip: the facts of a complete dialogue with one number moved make code
+    that differs and fails the tests, for every task (and for partial facts it still differs)."""
+    for task in tasks:
+        spec = spec_of(task)
+        full = {k: v for k, v in spec.params.items() if v is not None}
+        assert answer_is_correct(task, build_answer(spec.skin, full))
+        assert not answer_is_correct(task, build_answer(spec.skin, miscopied(full)))
+        for partial in ({}, {"rule": spec.params["rule"]}, {"cap": 600}, {"threshold": 24}):
+            assert build_answer(spec.skin, miscopied(partial)) != build_answer(spec.skin, partial)
 
 
 def play(task, policy):

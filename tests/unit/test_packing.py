@@ -44,3 +44,12 @@ def test_groups_stay_together_and_first_fit_decreasing():
 def test_too_long_group_names_the_fix():
     with pytest.raises(ValueError, match="model.seq_length"):
         pack_sequences([Sequence([1] * 11, [0] * 11)], seq_length=10, pad_id=0)
+
+
+def test_context_weight_covers_the_rest_of_the_sequence_but_not_padding():
+    # 5 tokens, the last two an agent action: labels at positions 0..3, positions 2..3 predict the action
+    seq = Sequence([1, 2, 3, 4, 5], [-1, -1, -1, 0, 0], weight=2.0, context_weight=0.25)
+    (row,) = pack_sequences([seq], 8, pad_id=0)
+    assert row.loss_mask.tolist() == [0.25, 0.25, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0]
+    (plain,) = pack_sequences([Sequence([1, 2, 3, 4, 5], [-1, -1, -1, 0, 0])], 8, pad_id=0)
+    assert plain.loss_mask.tolist() == [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
