@@ -45,10 +45,12 @@ class PhaseTimer:
         self.count: dict[str, int] = defaultdict(int)
 
     @contextlib.contextmanager
-    def __call__(self, name: str):
+    def __call__(self, name: str, quiet: bool = False):
+        """quiet: a phase that repeats every step (its total still counts) logs at DEBUG."""
+        level = logging.DEBUG if quiet else logging.INFO
         start = time.perf_counter()
         if is_rank0():
-            log.info("phase %s: start", name)
+            log.log(level, "phase %s: start", name)
         try:
             yield
         finally:
@@ -56,7 +58,7 @@ class PhaseTimer:
             self.total[name] += dt
             self.count[name] += 1
             if is_rank0():
-                log.info("phase %s: %.2fs", name, dt)
+                log.log(level, "phase %s: %.2fs", name, dt)
 
     def summary(self) -> dict[str, float]:
         return {f"time/{k}": round(v, 3) for k, v in self.total.items()}

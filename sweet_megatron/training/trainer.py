@@ -160,7 +160,7 @@ class SweetTrainer:
         per_step = rows_per_step or self.cfg.sweet.rows_per_step
         for step in range(start, steps):
             batch = ep.step_rows(rows, step, per_step, seed=self.cfg.seed)
-            with self.timer(f"{stage}_step"):
+            with self.timer(f"{stage}_step", quiet=True):
                 m = runner.train_step(batch, loss_fn, keys)
             count = max(m.pop("count"), 1.0)
             last = {"loss": m.pop("loss_sum") / count, **{k: m[k] / count for k in keys}, "grad_norm": m["grad_norm"],
