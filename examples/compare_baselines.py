@@ -64,8 +64,12 @@ def main() -> None:
               "| without it | " + " | ".join(f"{a[1]:.3f}" for a in acc) + " |"]
     sft, sweet = rows[0], rows[3]
     gain = sweet["mean"] - sft["mean"]
+    per_seed = [b - a for a, b in zip(sft["per_seed"], sweet["per_seed"])]
     lines += ["", f"SWEET-RL - SFT = {gain:+.3f} (mean over seeds); largest spread over seeds among the two: "
-              f"{max(sft['spread'], sweet['spread']):.3f}"]
+              f"{max(sft['spread'], sweet['spread']):.3f}",
+              "SWEET-RL - SFT per seed (same warm start, same held-out tasks): "
+              + ", ".join(f"{g:+.3f}" for g in per_seed)
+              + (f"; spread {max(per_seed) - min(per_seed):.3f}" if per_seed else "")]
     table = "\n".join(lines) + "\n"
     (args.out / "comparison.md").write_text(table)
     (args.out / "comparison.json").write_text(json.dumps({"methods": rows, "critic_accuracy": acc}, indent=1))

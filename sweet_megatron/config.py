@@ -208,6 +208,9 @@ class SweetConfig:
     """Turn states sampled for the actor stage per iteration."""
     num_candidates: int = 16
     pairs_per_turn: int = 4
+    min_pair_margin: float = 0.0
+    """Actor pairs need a critic score gap above this many standard deviations of the state's
+    candidate scores (0: any strictly better pair, as in the paper)."""
     actor_steps: int = 30
     actor_lr: float = 3e-4
     dpo_beta: float = 0.1

@@ -19,7 +19,8 @@ class Pairs(NamedTuple):
     group_P: Tensor  # [P] int64: the turn state (turn_pairs) or task id (trajectory_pairs) of each pair
 
 
-def turn_pairs(scores_GM: Tensor, *, num_pairs: int = 4, generator: torch.Generator | None = None) -> Pairs:
+def turn_pairs(scores_GM: Tensor, *, num_pairs: int = 4, generator: torch.Generator | None = None,
+               min_margin: float = 0.0) -> Pairs:
     """SWEET-RL's actor pairs: per turn state, one candidate from the top half against one from the bottom.
 
     scores_GM [G, M] finite critic scores of M candidates for each of G turn states. Per state the
@@ -28,6 +29,9 @@ def turn_pairs(scores_GM: Tensor, *, num_pairs: int = 4, generator: torch.Genera
     first `num_pairs` zipped pairs whose chosen score is strictly higher are kept (pairs tied
     across the halves are skipped, so a state can yield fewer, or none). No candidate is used twice
     within a state. Returns chosen_P, rejected_P as flat candidate indices g * M + m, and group_P = g.
+
+    min_margin > 0 keeps only pairs whose score gap exceeds min_margin times the state's score
+    standard deviation (population, over its M candidates): the critic's near-ties are left out.
     """
     num_states, num_candidates = scores_GM.shape
     half = num_candidates // 2
@@ -37,7 +41,8 @@ def turn_pairs(scores_GM: Tensor, *, num_pairs: int = 4, generator: torch.Genera
     bottom_GH = order_GM[:, num_candidates - half :].gather(
         1, torch.rand(num_states, half, generator=generator).argsort(dim=1)
     )
-    keep_GH = scores_GM.gather(1, top_GH) > scores_GM.gather(1, bottom_GH)
+    gap_GH = scores_GM.gather(1, top_GH) - scores_GM.gather(1, bottom_GH)
+    keep_GH = gap_GH > min_margin * scores_GM.std(dim=1, correction=0, keepdim=True) if min_margin > 0 else gap_GH > 0
     keep_GH &= keep_GH.cumsum(dim=1) <= num_pairs
     state_P, slot_P = keep_GH.nonzero(as_tuple=True)
     offset_P = state_P * num_candidates

@@ -247,14 +247,16 @@ def candidate_sequence(tok: Tokenizer, state: TurnState, text: str, with_referen
 
 
 def turn_pair_groups(tok: Tokenizer, states: list[TurnState], cands: list[list[str]], scores_GM: torch.Tensor,
-                     pairs_per_turn: int, seed: int) -> tuple[list[list[Sequence]], list[Sequence], list[tuple]]:
+                     pairs_per_turn: int, seed: int, min_margin: float = 0.0
+                     ) -> tuple[list[list[Sequence]], list[Sequence], list[tuple]]:
     """Top-half vs bottom-half candidate pairs per state, as packing groups for actor DPO.
 
     Returns (groups, their sequences flat, the pairs as (state index, chosen text, rejected text))."""
     from sweet_megatron.algorithms.pairs import turn_pairs
 
     M = scores_GM.shape[1]
-    pairs = turn_pairs(scores_GM, num_pairs=pairs_per_turn, generator=torch.Generator().manual_seed(seed))
+    pairs = turn_pairs(scores_GM, num_pairs=pairs_per_turn, generator=torch.Generator().manual_seed(seed),
+                       min_margin=min_margin)
     groups, texts = [], []
     for p, (c, r) in enumerate(zip(pairs.chosen_P.tolist(), pairs.rejected_P.tolist(), strict=True)):
         g = c // M

@@ -273,7 +273,7 @@ class SweetTrainer:
         with self.timer("actor_scoring"):
             scores = self.score_candidates(critic, critic_ref, states, candidates)
         groups, flat, pair_texts = ep.turn_pair_groups(self.tok, states, candidates, scores, sw.pairs_per_turn,
-                                                       seed=self.cfg.seed + it)
+                                                       seed=self.cfg.seed + it, min_margin=sw.min_pair_margin)
         if not groups:
             log.warning("actor: every candidate scored the same: no pairs, actor unchanged this iteration")
             return {"skipped": "no candidate pairs"}

@@ -35,6 +35,19 @@ def test_turn_pairs_deterministic_given_seed():
     assert not torch.equal(a.chosen_P, c.chosen_P) or not torch.equal(a.rejected_P, c.rejected_P)
 
 
+def test_turn_pairs_min_margin_by_hand():
+    # one state, 4 candidates: scores 3, 2.9, 0, -0.1 -> std (population) = 1.476...; halves {3, 2.9} vs {0, -0.1}
+    scores = torch.tensor([[3.0, 2.9, 0.0, -0.1]])
+    std = scores.std(correction=0).item()
+    kept = turn_pairs(scores, num_pairs=2, generator=torch.Generator().manual_seed(0), min_margin=1.0)
+    assert len(kept.chosen_P) == 2  # every cross-half gap (>= 2.9) exceeds 1 std
+    none = turn_pairs(scores, num_pairs=2, generator=torch.Generator().manual_seed(0), min_margin=3.1 / std)
+    assert len(none.chosen_P) == 0  # no gap exceeds 3.1
+    gaps = (scores[0, kept.chosen_P] - scores[0, kept.rejected_P]).tolist()
+    some = turn_pairs(scores, num_pairs=2, generator=torch.Generator().manual_seed(0), min_margin=2.95 / std)
+    assert len(some.chosen_P) == sum(g > 2.95 for g in gaps)
+
+
 def test_turn_pairs_ties_skipped():
     scores = torch.tensor([
         [1.0, 1.0, 1.0, 1.0],  # all tied: no pair
