@@ -85,8 +85,8 @@ class TrainConfig:
     """Row length for packing (longer only when one group needs it, up to model.seq_length)."""
     context_loss_weight: float = 0.0
     """SFT loss weight of the tokens outside the agent's actions (the task description, the
-    person's replies), relative to 1 for action tokens. A model trained from scratch learns to copy
-    values from the dialogue much sooner when it also models the dialogue (docs/cpu_demo.md)."""
+    person's replies), relative to 1 for action tokens (0: actions only). Measured on the demo, it did
+    not give a better warm start (docs/cpu_demo.md)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     log_every: int = 5
     """Log metrics every N steps."""
