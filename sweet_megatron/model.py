@@ -1,7 +1,7 @@
 """Llama-3.x models as megatron-core `GPTModel`s, built from a named size through `TransformerConfig`.
 
-RMSNorm, SwiGLU, RoPE with Llama-3.1 frequency scaling, grouped-query attention, untied input and
-output embeddings, no biases. The layer spec is Transformer Engine's (with optional FP8) when TE is
+RMSNorm, SwiGLU, RoPE with Llama-3.1 frequency scaling, grouped-query attention, input and output
+embeddings untied unless `tie_embeddings`, no biases. The layer spec is Transformer Engine's (with optional FP8) when TE is
 usable on a GPU, megatron's local spec otherwise; which one is logged once. No device or parallel
 special cases live here: megatron's layers shard themselves from `parallel_state`.
 """

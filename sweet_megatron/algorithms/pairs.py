@@ -42,7 +42,7 @@ def turn_pairs(scores_GM: Tensor, *, num_pairs: int = 4, generator: torch.Genera
         1, torch.rand(num_states, half, generator=generator).argsort(dim=1)
     )
     gap_GH = scores_GM.gather(1, top_GH) - scores_GM.gather(1, bottom_GH)
-    keep_GH = gap_GH > min_margin * scores_GM.std(dim=1, correction=0, keepdim=True) if min_margin > 0 else gap_GH > 0
+    keep_GH = gap_GH > min_margin * scores_GM.std(dim=1, correction=0, keepdim=True)  # min_margin 0: gap > 0
     keep_GH &= keep_GH.cumsum(dim=1) <= num_pairs
     state_P, slot_P = keep_GH.nonzero(as_tuple=True)
     offset_P = state_P * num_candidates

@@ -64,7 +64,6 @@ class HFCheckpoint:
             )
         except (NotALlamaError, ValueError) as exc:
             raise ConversionError(f"{self.path} is not a supported Llama checkpoint: {exc}") from exc
-        self.tied = bool(self.hf_config.get("tie_word_embeddings", False))
         self._files: dict[Path, SafetensorsFile] = {}
         self.files = self._weight_files()
         self.index = self._read_headers()  # name -> (file, shape, dtype)
@@ -102,9 +101,7 @@ class HFCheckpoint:
         return out
 
     def _validate_tensors(self) -> None:
-        expected = hf_shapes(self.cfg)
-        if self.tied and "lm_head.weight" not in self.index:
-            expected.pop("lm_head.weight", None)
+        expected = hf_shapes(self.cfg)  # no lm_head when config.json ties the embeddings
         missing = [n for n in expected if n not in self.index]
         if missing:
             raise ConversionError(f"{self.path}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
@@ -113,7 +110,7 @@ class HFCheckpoint:
             raise ConversionError(f"{self.path}: tensor shapes do not match config.json: {bad[:5]}")
         # A tied checkpoint may still carry its (equal) lm_head copy: the shared matrix is the embedding.
         extra = [n for n in self.index if n not in expected and not n.endswith("rotary_emb.inv_freq")
-                 and not (self.tied and n == "lm_head.weight")]
+                 and not (self.cfg.tie_embeddings and n == "lm_head.weight")]
         if extra:
             raise ConversionError(f"{self.path}: unexpected tensors for a Llama model: {extra[:5]}")
 
@@ -130,8 +127,6 @@ class HFCheckpoint:
         """An HFReader that reads only the requested rows (columns: in bounded row blocks) of a tensor."""
 
         def read(name: str, rows: slice | None = None, cols: slice | None = None) -> torch.Tensor:
-            if name == "lm_head.weight" and name not in self.index and self.tied:
-                name = "model.embed_tokens.weight"  # tied embeddings: the output layer starts as a copy
             return self._files[self.index[name][0]].read(name, rows, cols)
 
         return read

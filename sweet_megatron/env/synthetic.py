@@ -117,6 +117,11 @@ def distractor_question(word: str) -> str:
     return f"Does the {word} matter?"
 
 
+def slots_for_rule(rule: str) -> tuple[str, ...]:
+    """Slots that exist in the code of a function with this rule (no threshold or amount without one)."""
+    return ("rate", "rule", "cap", "digits") if rule == "none" else SLOTS
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     """The structured hidden side of a synthetic task (stored in the record's `synthetic` field)."""
@@ -145,9 +150,7 @@ class SyntheticSpec:
     @property
     def slots(self) -> tuple[str, ...]:
         """Slots that exist in the code."""
-        if self.params["rule"] == "none":
-            return ("rate", "rule", "cap", "digits")
-        return SLOTS
+        return slots_for_rule(self.params["rule"])
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -466,7 +469,7 @@ def _draw_task(rng: random.Random, difficulty: int, split: str, seed: int) -> tu
         "cap": rng.choice(CAPS),
         "digits": rng.choice(DIGITS),
     }
-    slots = ("rate", "rule", "cap", "digits") if rule == "none" else SLOTS
+    slots = slots_for_rule(rule)
     hidden = tuple(rng.sample(slots, difficulty))
     pool = [*DISTRACTOR_WORDS, skin.other_arg]
     distractors = rng.sample(pool, rng.randint(1, 4))
@@ -534,7 +537,7 @@ def miscopied(facts: dict) -> dict:
     """The facts with one number copied wrongly: the first known numeric slot that shows in the
     code (in SLOTS order; the rate when none does) moved to the next candidate value, so the code
     `build_answer` writes from them differs from the code it writes from `facts`."""
-    shown = ("rate", "cap", "digits") if facts.get("rule", DEFAULTS["rule"]) == "none" else SLOTS
+    shown = slots_for_rule(facts.get("rule", DEFAULTS["rule"]))
     known = [s for s in shown if s != "rule" and facts.get(s) is not None]
     slot = known[0] if known else "rate"
     values = CANDIDATES[slot]

@@ -92,8 +92,6 @@ def test_all_stages_two_ranks(tmp_path, offline_episodes, layout):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "sweet_megatron.cli.train", "stage=all", f"parallel={layout}", f"run_dir={run_dir}",
            f"sweet.offline_episodes={offline_episodes}", *TINY]
-    if layout == "pp2":  # tied embeddings are refused with pipeline stages (parallel.validate)
-        cmd.append("model.tie_embeddings=false")
     _check_run(run_dir, _run(cmd, run_dir))
 
 
