@@ -17,7 +17,7 @@ from sweet_megatron.model import ModelConfig
 from sweet_megatron.parallel import ParallelConfig
 
 CONF_DIR = Path(__file__).parent / "conf"
-STAGES = ("sft", "collect", "critic", "actor", "eval", "all", "baselines")
+STAGES = ("pretrain", "sft", "collect", "critic", "actor", "eval", "all", "baselines")
 
 
 class ConfigError(ValueError):
@@ -106,6 +106,31 @@ class TrainConfig:
             raise ConfigError("train.steps must be >= 0 and train.rows_per_step >= 1")
         if self.context_loss_weight < 0:
             raise ConfigError(f"train.context_loss_weight={self.context_loss_weight}: set it >= 0")
+
+
+@dataclass
+class PretrainConfig:
+    """`stage=pretrain`: a base model for the synthetic family, from scratch (what a pretrained Llama
+    is for real tasks). Language modelling of task specifications with every detail stated,
+    followed by their code (env.synthetic.base_document): the base learns to write code from stated
+    facts, and nothing about dialogues or questions. The result, `<run_dir>/base_model`, is what
+    `train.init_from` starts the warm start from; the embedded default ships one
+    (sweet_megatron/assets/base-small, made by `examples/make_base_model.sh`)."""
+
+    steps: int = 3000
+    rows_per_step: int = 4
+    num_documents: int = 16384
+    """Distinct training documents (train-split functions only, so held-out tasks stay unseen)."""
+    seed: int = 1000
+    """Task seed of the documents (independent of task.seed)."""
+    eval_every: int = 250
+    """Greedy code-writing accuracy on held-out documents every N steps (0: only at the end)."""
+    eval_documents: int = 64
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, min_lr=2e-4, warmup_steps=50))
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.rows_per_step < 1 or self.num_documents < 1:
+            raise ConfigError("pretrain: need steps >= 0, rows_per_step >= 1, num_documents >= 1")
 
 
 @dataclass
@@ -236,8 +261,9 @@ class RunConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     sweet: SweetConfig = field(default_factory=SweetConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     stage: str = "sft"
-    """Which stage to run: sft, collect, critic, actor, eval, all (the chain), baselines."""
+    """Which stage to run: pretrain (a base model, on its own), sft, collect, critic, actor, eval, all (the chain), baselines."""
     run_dir: str = "runs/default"
     """Output directory: checkpoints, metrics.jsonl, TensorBoard events, report."""
     seed: int = 0

@@ -69,6 +69,27 @@ def model_config_from_meta(meta: dict[str, Any]) -> ModelConfig:
     return ModelConfig(**fields, fp8=FP8Config(**fp8) if fp8 else FP8Config())
 
 
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+BUILTIN = "builtin:"
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A model checkpoint directory: a path, or `builtin:NAME` for one shipped in sweet_megatron/assets."""
+    text = str(path)
+    if not text.startswith(BUILTIN):
+        out = Path(text)
+        if not (out / META_FILE).is_file():
+            raise FileNotFoundError(f"{out} is not a sweet-megatron model checkpoint ({META_FILE} is missing): "
+                                    "make one with `sweet-convert hf-to-mcore` or `sweet-train stage=pretrain`")
+        return out
+    name = text.removeprefix(BUILTIN)
+    out = ASSETS_DIR / name
+    if not (out / META_FILE).is_file():
+        shipped = sorted(p.name for p in ASSETS_DIR.iterdir() if (p / META_FILE).is_file()) if ASSETS_DIR.is_dir() else []
+        raise FileNotFoundError(f"{text}: no shipped checkpoint of that name (shipped: {', '.join(shipped) or 'none'})")
+    return out
+
+
 def read_meta(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(ckpt_dir) / META_FILE
     if not path.is_file():

@@ -756,3 +756,29 @@ def scripted_action(task: Task, dialogue_texts: list[tuple[str, str]], policy: S
     if policy.fenced:
         code = f"```python\n{code}\n```"
     return f"{ANSWER_MARK}\n{code}"
+
+
+# ---------------------------------------------------------------- base-model documents
+
+
+def base_document(task: Task, rng: random.Random) -> tuple[str, str]:
+    """One document of the family's base-model corpus: (text, code), the code written from the text.
+
+    The text is the task's description followed by every hidden detail stated in its canonical
+    sentence, one a line, in random order, with the person's distractor replies mixed in. It is
+    what a code model pretrained on such functions has seen: specifications and the code that
+    implements them. It holds no dialogue and no question, so a base model learns to write code
+    from stated facts (copying values into code) but nothing about which questions to ask or when.
+    """
+    spec = spec_of(task)
+    lines = [topic_reply(spec, "fee" if s == "amount" and spec.params["rule"] == "fee" else
+                         "discount" if s == "amount" else s) for s in spec.hidden]
+    lines += [topic_reply(spec, f"distractor:{w}") for w in spec.distractors if rng.random() < 0.5]
+    rng.shuffle(lines)
+    return "\n".join([task.problem_description, *lines]), task.ground_truth
+
+
+def base_documents(n: int, seed: int, split: str = "train") -> list[tuple[Task, str, str]]:
+    """`n` base-model documents (task, text, code) over tasks of difficulty 1 to 4 of `split`."""
+    rng = random.Random(f"{FAMILY}/base/{split}/{seed}")
+    return [(t, *base_document(t, rng)) for t in generate_tasks(n, seed=seed, split=split, difficulty=(1, 4))]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -71,6 +71,19 @@ def _corpus(tasks: list) -> list[str]:
         for e in run_episodes(agent, synthetic, RuleBasedSimulator(), max_turns=10, score=False):
             texts += [m.content for m in e.messages()]
     return texts
+
+
+def tokenizer_config(cfg: TokenizerConfig, init_from: Path | None) -> TokenizerConfig:
+    """The tokenizer to use: the configured one, or, when none is configured and the run starts from
+    a checkpoint that carries its tokenizer, that one (a model only makes sense with its own)."""
+    if cfg.path or init_from is None:
+        return cfg
+    from sweet_megatron.checkpoint.model_io import read_meta
+
+    tok = read_meta(init_from).get("tokenizer")
+    if not tok:
+        return cfg
+    return replace(cfg, kind=tok["kind"], path=str(init_from / tok["path"]))
 
 
 def build_tokenizer(cfg: TokenizerConfig, run_dir: Path, train_tasks: list) -> Tokenizer:
@@ -175,6 +188,24 @@ def scripted_demos(cfg: TaskConfig, tasks: list, simulator, tok: Tokenizer, max_
         agent = ScriptedAgent(tok, policy, picked[k : k + 64])
         demos += run_episodes(agent, picked[k : k + 64], simulator, max_turns=max_turns, tokenizer=tok)
     return demos
+
+
+def base_sequence(tok: Tokenizer, text: str, code: str | None = None) -> list[int]:
+    """A base-model document as ids: BOS, the specification, a blank line, the code, end-of-turn.
+    Without `code`, the prompt a base model writes the code from (a prefix of the full ids)."""
+    ids = [tok.bos_id, *tok.encode(text + "\n\n")]
+    return ids if code is None else [*ids, *tok.encode(code), tok.eot_id]
+
+
+def base_corpus(tok: Tokenizer, num_documents: int, seed: int) -> list[Sequence]:
+    """The base model's training documents (train-split functions), language-modelled on every token."""
+    from sweet_megatron.env.synthetic import base_documents
+
+    out = []
+    for _, text, code in base_documents(num_documents, seed, split="train"):
+        ids = base_sequence(tok, text, code)
+        out.append(Sequence(ids, [-1] * len(ids), context_weight=1.0))
+    return out
 
 
 # ---------------------------------------------------------------------------------------- sequences

@@ -45,6 +45,23 @@ from sweet_megatron.training.runner import ModelRunner, sft_loss
 log = logging.getLogger("sweet_megatron")
 
 
+ARCHITECTURE = ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "num_query_groups",
+                "vocab_size", "tie_embeddings")
+
+
+def _check_init_matches(path: Path, model_cfg, name: str) -> None:
+    """A clear error, before any load, when the initial checkpoint holds another architecture."""
+    from sweet_megatron.checkpoint.model_io import model_config_from_meta, read_meta
+    from sweet_megatron.config import ConfigError
+
+    saved = model_config_from_meta(read_meta(path))
+    diff = [f"{k} {getattr(saved, k)} (config: {getattr(model_cfg, k)})" for k in ARCHITECTURE
+            if getattr(saved, k) != getattr(model_cfg, k)]
+    if diff:
+        raise ConfigError(f"train.init_from={name} holds another model: {', '.join(diff)}. Use the matching "
+                          "model= config, or train.init_from=null to train from scratch")
+
+
 class SweetTrainer:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -66,18 +83,27 @@ class SweetTrainer:
         with self.timer("tasks"):
             self.train_tasks, self.eval_tasks = ep.load_task_splits(cfg.task)
             self.tasks_by_id = {t.task_id: t for t in self.train_tasks + self.eval_tasks}
-        # Tokenizer: a sentencepiece model trained on generated text, or the configured files.
+        # Tokenizer: the configured files, the initial checkpoint's own, or a sentencepiece model
+        # trained on generated text.
+        from sweet_megatron.checkpoint.model_io import load_model_checkpoint, resolve_checkpoint
+
+        init_from = resolve_checkpoint(cfg.train.init_from) if cfg.train.init_from and cfg.stage != "pretrain" else None
+        tok_cfg = ep.tokenizer_config(cfg.tokenizer, init_from)
         with self.timer("tokenizer"):
-            self.tok = ep.build_tokenizer(cfg.tokenizer, self.run_dir, self.train_tasks)
+            self.tok = ep.build_tokenizer(tok_cfg, self.run_dir, self.train_tasks)
         self.model_cfg = cfg.model if cfg.model.vocab_size else cfg.model.with_vocab(self.tok.vocab_size)
         if self.model_cfg.vocab_size < self.tok.vocab_size:
             raise ValueError(f"model.vocab_size={self.model_cfg.vocab_size} < tokenizer size {self.tok.vocab_size}")
-        # The actor: trained by sft, then by the actor stage.
-        self.actor = self._runner("actor", cfg.train.optim, cfg.train.steps)
-        if cfg.train.init_from:
-            from sweet_megatron.checkpoint.model_io import load_model_checkpoint
-
-            load_model_checkpoint(cfg.train.init_from, self.actor.chunks)
+        # The actor: trained by sft, then by the actor stage (stage=pretrain trains a base model instead).
+        if cfg.stage == "pretrain":
+            self.actor = self._runner("base", cfg.pretrain.optim, cfg.pretrain.steps)
+        else:
+            self.actor = self._runner("actor", cfg.train.optim, cfg.train.steps)
+        if init_from is not None:
+            _check_init_matches(init_from, self.model_cfg, cfg.train.init_from)
+            load_model_checkpoint(init_from, self.actor.chunks)
+            if is_rank0():
+                log.info("initial weights: %s", init_from)
         # The rollout engine, fed from the actor's weights.
         self.engine = ep.build_engine(cfg.rollout, self.model_cfg, seed=cfg.seed + parallel.rank())
         self.simulator = ep.build_simulator(cfg.simulator)
@@ -86,13 +112,13 @@ class SweetTrainer:
         from sweet_megatron.checkpoint.dist_ckpt import CheckpointManager
         from sweet_megatron.checkpoint.model_io import TokenizerSource
 
-        tok_files = ([self.run_dir / "tokenizer.model"] if cfg.tokenizer.kind == "sentencepiece" and not cfg.tokenizer.path
-                     else [Path(cfg.tokenizer.path)] if cfg.tokenizer.kind == "sentencepiece"
-                     else sorted(p for p in Path(cfg.tokenizer.path).iterdir() if p.is_file()))
-        self.tok_source = TokenizerSource(cfg.tokenizer.kind, tok_files)
+        tok_files = ([self.run_dir / "tokenizer.model"] if tok_cfg.kind == "sentencepiece" and not tok_cfg.path
+                     else [Path(tok_cfg.path)] if tok_cfg.kind == "sentencepiece"
+                     else sorted(p for p in Path(tok_cfg.path).iterdir() if p.is_file()))
+        self.tok_source = TokenizerSource(tok_cfg.kind, tok_files)
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep_last=cfg.train.keep_last,
                                       tokenizer=self.tok_source)
-        self.state: dict = {"completed": [], "results": {}, "sft_step": 0}
+        self.state: dict = {"completed": [], "results": {}, "sft_step": 0, "pretrain_step": 0}
         latest = self.ckpt.latest() if cfg.resume else None
         if latest is not None:
             self.state = self.ckpt.load(latest, {"actor": self.actor})
@@ -173,6 +199,59 @@ class SweetTrainer:
         return last
 
     # ------------------------------------------------------------------------------------ stages
+    def pretrain(self) -> dict:
+        """A base model for the synthetic family, from scratch: language modelling of specifications
+        with every detail stated and their code (no dialogue, no questions). Saved to
+        `<run_dir>/base_model` for `train.init_from`; greedy code-writing accuracy on held-out
+        specifications is logged as it trains."""
+        from sweet_megatron.env.synthetic import base_documents
+
+        pc = self.cfg.pretrain
+        with self.timer("base_documents"):
+            rows, _ = self._rows([[s] for s in ep.base_corpus(self.tok, pc.num_documents, pc.seed)])
+        held = base_documents(pc.eval_documents, pc.seed, split="heldout")
+        if is_rank0():
+            log.info("pretrain: %d documents packed into %d rows, %d steps of %d rows", pc.num_documents, len(rows),
+                     pc.steps, pc.rows_per_step)
+        result: dict = {}
+
+        def on_step(step: int) -> None:
+            nonlocal result
+            self.state["pretrain_step"] = step
+            if (pc.eval_every and step % pc.eval_every == 0) or step == pc.steps:
+                with self.timer("pretrain_eval", quiet=True):
+                    result = {"code_accuracy": self._code_accuracy(held), "step": step}
+                self.metrics.log("pretrain_eval", step, result)
+                if is_rank0():
+                    log.info("pretrain step %d: greedy code accuracy %.3f on %d held-out specifications", step,
+                             result["code_accuracy"], len(held))
+            every = self.cfg.train.save_every
+            if every and step % every == 0 and step < pc.steps:
+                self._save({"actor": self.actor})
+
+        self._train(self.actor, "pretrain", rows, sft_loss, pc.steps, [], start=self.state["pretrain_step"],
+                    on_step=on_step, rows_per_step=pc.rows_per_step)
+        from sweet_megatron.checkpoint.model_io import checkpoint_meta, save_model_checkpoint
+
+        out = self.run_dir / "base_model"
+        if not out.exists():
+            save_model_checkpoint(out, self.actor.chunks, checkpoint_meta(self.model_cfg, pretrain=result),
+                                  self.tok_source)
+        if is_rank0():
+            print(f"base model: {out}")
+        self._done("pretrain", result)
+        return result
+
+    def _code_accuracy(self, docs: list) -> float:
+        """Fraction of (task, text, code) documents whose greedy code from the text passes every test."""
+        from sweet_megatron.env.synthetic import answer_is_correct
+
+        self._sync_engine()
+        prompts = [ep.base_sequence(self.tok, text) for _, text, _ in docs]
+        gens = self.engine.generate(prompts, ep.sampling(self.cfg.rollout, self.tok, greedy=True))
+        codes = [self.tok.decode(g[0].token_ids) for g in gens]
+        return sum(answer_is_correct(t, c) for (t, _, _), c in zip(docs, codes, strict=True)) / max(len(docs), 1)
+
     def sft(self) -> None:
         """Warm start: token NLL on agent actions of noisy scripted demonstrations."""
         with self.timer("demos"):
@@ -360,6 +439,11 @@ class SweetTrainer:
     def run(self) -> dict:
         stage = self.cfg.stage
         results = self.state["results"]
+        if stage == "pretrain":
+            if "pretrain" not in self.state["completed"]:
+                with self.timer("stage_pretrain"):
+                    self.pretrain()
+            return results
         if stage in ("sft", "all", "baselines") and "sft" not in self.state["completed"]:
             with self.timer("stage_sft"):
                 self.sft()

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.dist]
 
 STEPS, SAVE_EVERY = 6, 2
 OVERRIDES = [
-    "stage=sft", f"train.steps={STEPS}", f"train.save_every={SAVE_EVERY}", "train.log_every=1",
+    "stage=sft", "train.init_from=null", f"train.steps={STEPS}", f"train.save_every={SAVE_EVERY}", "train.log_every=1",
     "train.rows_per_step=2", "train.tensorboard=false", "train.progress=false",
     "task.num_demos=8", "task.num_train=16", "task.num_eval=4", "tokenizer.vocab_size=512", "tokenizer.number_pieces=false",
     "model.num_layers=2", "model.hidden_size=64", "model.ffn_hidden_size=128", "model.seq_length=512",

@@ -19,7 +19,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 TINY = [
-    "model.num_layers=2", "model.hidden_size=64", "model.ffn_hidden_size=128", "model.seq_length=1024",
+    "train.init_from=null", "model.num_layers=2", "model.hidden_size=64", "model.ffn_hidden_size=128", "model.seq_length=1024",
     "tokenizer.vocab_size=512", "tokenizer.number_pieces=false", "train.steps=2", "train.rows_per_step=4", "train.progress=false",
     "train.tensorboard=false", "task.num_train=24", "task.num_eval=4", "task.num_demos=16",
     "sweet.critic_steps=2", "sweet.actor_states=4", "sweet.num_candidates=4", "sweet.pairs_per_turn=2",
@@ -93,6 +93,33 @@ def test_all_stages_two_ranks(tmp_path, offline_episodes, layout):
            "-m", "sweet_megatron.cli.train", "stage=all", f"parallel={layout}", f"run_dir={run_dir}",
            f"sweet.offline_episodes={offline_episodes}", *TINY]
     _check_run(run_dir, _run(cmd, run_dir))
+
+
+def test_pretrain_then_warm_start_from_the_base(tmp_path):
+    """stage=pretrain writes a base model with its tokenizer; a later run starts from it
+    (train.init_from) and uses the checkpoint's tokenizer; another architecture is refused."""
+    base_run = tmp_path / "base"
+    tiny = [a for a in TINY if not a.startswith("train.init_from")]
+    stdout = _run([sys.executable, "-m", "sweet_megatron.cli.train", "stage=pretrain", f"run_dir={base_run}",
+                   "pretrain.steps=4", "pretrain.eval_every=2", "pretrain.eval_documents=4",
+                   "pretrain.num_documents=32", *tiny], base_run)
+    base = base_run / "base_model"
+    assert f"base model: {base}" in stdout
+    meta = json.loads((base / "sweet_meta.json").read_text())
+    assert meta["tokenizer"]["kind"] == "sentencepiece" and 0.0 <= meta["pretrain"]["code_accuracy"] <= 1.0
+    evals = [json.loads(line) for line in (base_run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in evals if m["stage"] == "pretrain_eval"] == [2, 4]
+
+    run_dir = tmp_path / "sft"
+    _run([sys.executable, "-m", "sweet_megatron.cli.train", "stage=sft", f"run_dir={run_dir}", *tiny,
+          f"train.init_from={base}"], run_dir)
+    log = (run_dir / "train.log").read_text()
+    assert f"initial weights: {base}" in log
+    assert not (run_dir / "tokenizer.model").exists()  # the base's own tokenizer, none trained
+    wrong = subprocess.run([sys.executable, "-m", "sweet_megatron.cli.train", "stage=sft", f"run_dir={tmp_path / 'w'}",
+                            *tiny, "model.hidden_size=32", f"train.init_from={base}"],
+                           capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "train.init_from" in wrong.stderr and "hidden_size 64" in wrong.stderr
 
 
 def test_bad_layout_and_mistyped_key_exit_nonzero(tmp_path):

@@ -248,3 +248,24 @@ def test_spec_validation():
         SyntheticSpec.from_dict({**SPEC.to_dict(), "extra": 1})
     with pytest.raises(ValueError, match="not a synthetic"):
         spec_of(Task("x The signature of the function is: def f()", "def f(): pass", "", {"test1": "f()"}))
+
+
+def test_base_documents_state_every_detail_and_hold_no_dialogue():
+    """A base-model document states each hidden detail in its canonical sentence (so the code follows
+    from the text alone), asks nothing, uses training functions only, and is reproducible."""
+    from sweet_megatron.env.synthetic import base_documents, parse_facts
+
+    docs = base_documents(60, seed=3)
+    assert docs == base_documents(60, seed=3) and docs != base_documents(60, seed=4)
+    for task, text, code in docs:
+        spec = spec_of(task)
+        assert code == task.ground_truth and split_of(code) == "train"
+        assert "?" not in text and ANSWER_MARK not in text
+        facts = parse_facts(text)
+        for slot in spec.slots:
+            if slot in ("threshold", "amount") and spec.params["rule"] == "none":
+                continue
+            assert facts.get(slot) == spec.params[slot], (slot, text)
+        assert build_answer(spec.skin, facts) == code
+    held = base_documents(20, seed=3, split="heldout")
+    assert all(split_of(code) == "heldout" for _, _, code in held)
