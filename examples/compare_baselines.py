@@ -5,7 +5,10 @@
 
 For each seed: `sweet-train stage=all` (SFT, collect, critic, actor, eval), then `stage=baselines`
 in the same run directory, so RFT and multi-turn DPO start from the same SFT checkpoint and learn
-from the same collected episodes as SWEET-RL's first iteration. Writes comparison.md, comparison.json
+from the same collected episodes as SWEET-RL's first iteration. A seed sets the model's randomness
+and the training tasks and demonstrations (task.seed); every seed is evaluated on the same held-out
+tasks (task.eval_seed, --eval-seed), so the spread over seeds is the methods' and not the
+benchmark's. Writes comparison.md, comparison.json
 and comparison.png under --out and prints the table. Extra hydra overrides go after `--`.
 """
 
@@ -23,10 +26,10 @@ METHODS = [("SFT warm start", "success_before"), ("Rejection fine-tuning", "succ
            ("Multi-turn DPO", "success_mtdpo"), ("SWEET-RL", "success_after")]
 
 
-def run_seed(seed: int, out: Path, overrides: list[str]) -> dict:
+def run_seed(seed: int, out: Path, overrides: list[str], eval_seed: int) -> dict:
     run_dir = out / f"seed{seed}"
     base = [sys.executable, "-m", "sweet_megatron.cli.train", f"run_dir={run_dir}", f"seed={seed}",
-            f"task.seed={seed}", "train.progress=false", *overrides]
+            f"task.seed={seed}", f"task.eval_seed={eval_seed}", "train.progress=false", *overrides]
     for stage in ("all", "baselines"):
         start = time.time()
         subprocess.run([*base, f"stage={stage}"], check=True)
@@ -38,10 +41,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--eval-seed", type=int, default=0, help="seed of the held-out tasks, the same for every seed")
     parser.add_argument("overrides", nargs="*", help="hydra overrides passed to every sweet-train call")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {s: run_seed(s, args.out, args.overrides) for s in args.seeds}
+    results = {s: run_seed(s, args.out, args.overrides, args.eval_seed) for s in args.seeds}
 
     rows = []
     for name, key in METHODS:

@@ -146,6 +146,9 @@ class TaskConfig:
     min_difficulty: int = 1
     max_difficulty: int = 3
     seed: int = 0
+    eval_seed: int | None = None
+    """Seed of the held-out tasks (null: task.seed). Fix it to compare seeds on one benchmark: the
+    training tasks and demonstrations still follow task.seed."""
     num_demos: int = 512
     """Scripted demonstrations for the SFT warm start."""
     demo_ask_prob: float = 0.7

@@ -41,7 +41,8 @@ def load_task_splits(cfg: TaskConfig) -> tuple[list, list]:
 
         difficulty = (cfg.min_difficulty, cfg.max_difficulty)
         return (generate_tasks(cfg.num_train, seed=cfg.seed, split="train", difficulty=difficulty),
-                generate_tasks(cfg.num_eval, seed=cfg.seed, split="heldout", difficulty=difficulty))
+                generate_tasks(cfg.num_eval, seed=cfg.seed if cfg.eval_seed is None else cfg.eval_seed,
+                               split="heldout", difficulty=difficulty))
     from sweet_megatron.env.tasks import load_tasks
 
     tasks = load_tasks(cfg.path)
