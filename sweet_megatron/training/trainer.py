@@ -158,6 +158,14 @@ class SweetTrainer:
         with self.timer("checkpoint"):
             self.ckpt.save(f"step{self.actor.step:06d}-{len(self.state['completed'])}", runners, self.state)
 
+    def _record_step(self, key: str, step: int, total: int) -> None:
+        """A stage's progress, kept in the run's state for resume (`key`, e.g. 'sft_step'), with a
+        checkpoint every train.save_every steps within the stage (its end saves through _done)."""
+        self.state[key] = step
+        every = self.cfg.train.save_every
+        if every and step % every == 0 and step < total:
+            self._save({"actor": self.actor})
+
     def _done(self, key: str, result: dict | None = None) -> None:
         self.state["completed"].append(key)
         if result is not None:
@@ -217,7 +225,6 @@ class SweetTrainer:
 
         def on_step(step: int) -> None:
             nonlocal result
-            self.state["pretrain_step"] = step
             if (pc.eval_every and step % pc.eval_every == 0) or step == pc.steps:
                 with self.timer("pretrain_eval", quiet=True):
                     result = {"code_accuracy": self._code_accuracy(held), "step": step}
@@ -225,9 +232,7 @@ class SweetTrainer:
                 if is_rank0():
                     log.info("pretrain step %d: greedy code accuracy %.3f on %d held-out specifications", step,
                              result["code_accuracy"], len(held))
-            every = self.cfg.train.save_every
-            if every and step % every == 0 and step < pc.steps:
-                self._save({"actor": self.actor})
+            self._record_step("pretrain_step", step, pc.steps)
 
         self._train(self.actor, "pretrain", rows, sft_loss, pc.steps, [], start=self.state["pretrain_step"],
                     on_step=on_step, rows_per_step=pc.rows_per_step)
@@ -264,14 +269,9 @@ class SweetTrainer:
             rate = sum(e.success for e in demos) / max(len(demos), 1)
             log.info("sft: %d demonstrations (scripted success %.2f) packed into %d rows", len(demos), rate, len(rows))
 
-        def checkpoint_every(step: int) -> None:
-            self.state["sft_step"] = step
-            every = self.cfg.train.save_every
-            if every and step % every == 0 and step < self.cfg.train.steps:
-                self._save({"actor": self.actor})
-
         self._train(self.actor, "sft", rows, sft_loss, self.cfg.train.steps, [], start=self.state["sft_step"],
-                    on_step=checkpoint_every, rows_per_step=self.cfg.train.rows_per_step)
+                    on_step=lambda step: self._record_step("sft_step", step, self.cfg.train.steps),
+                    rows_per_step=self.cfg.train.rows_per_step)
         # The warm start every method (SWEET-RL and the baselines) begins from, kept apart.
         from sweet_megatron.checkpoint.model_io import checkpoint_meta, save_model_checkpoint
 
