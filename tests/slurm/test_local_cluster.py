@@ -1,0 +1,102 @@
+"""slurm/train_sweet.sh under a real one-node Slurm (Debian's slurmctld/slurmd/munge, as root):
+sbatch it, wait for the job, and check that torchrun trained on two gloo ranks inside the allocation."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = REPO / "slurm" / "local_cluster.sh"
+TINY = [
+    "train.init_from=null", "model.num_layers=2", "model.hidden_size=64", "model.ffn_hidden_size=128",
+    "model.seq_length=512", "tokenizer.vocab_size=512", "tokenizer.number_pieces=false", "train.steps=3",
+    "train.rows_per_step=2", "train.progress=false", "train.tensorboard=false", "task.num_train=16",
+    "task.num_eval=4", "task.num_demos=8", "rollout.max_turns=4",
+]
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(not all(shutil.which(c) for c in ("slurmctld", "slurmd", "sbatch", "munged")),
+                       reason="Slurm is not installed (apt-get install -y slurmctld slurmd slurm-client munge)"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the local Slurm cluster runs its daemons as root"),
+]
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as a, socket.socket() as b:
+            try:
+                a.bind(("127.0.0.1", 0))
+                port = a.getsockname()[1]
+                b.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no two consecutive free ports")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    state = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "SWEET_SLURM_DIR": str(state), "SWEET_SLURM_PORT": str(_free_port_pair())}
+    up = subprocess.run(["bash", str(CLUSTER), "up"], env=env, capture_output=True, text=True, timeout=120)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield {**env, "SLURM_CONF": str(state / "slurm.conf")}
+    finally:
+        subprocess.run(["bash", str(CLUSTER), "down"], env=env, capture_output=True, timeout=60)
+
+
+def _wait(job: str, env: dict, timeout_s: float) -> dict:
+    """The job's fields from scontrol once it has left the queue."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        out = subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True).stdout
+        fields = dict(re.findall(r"(\w+)=(\S*)", out))
+        if fields.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            return fields
+        time.sleep(2)
+    subprocess.run(["scancel", job], env=env)
+    raise AssertionError(f"job {job} did not finish in {timeout_s:.0f} s")
+
+
+def test_sbatch_train_sweet_runs_torchrun_on_two_ranks(cluster, tmp_path):
+    run_dir = tmp_path / "run"
+    log = tmp_path / "job.out"
+    env = {**cluster, "GPUS_PER_NODE": "2", "PATH": f"{Path(sys.executable).parent}:{cluster['PATH']}"}
+    submit = subprocess.run(
+        ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", f"--output={log}", "--time=10",
+         str(REPO / "slurm" / "train_sweet.sh"), "stage=sft", "parallel=tp2", f"run_dir={run_dir}", *TINY],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert submit.returncode == 0, submit.stderr
+    job = submit.stdout.strip().split(";")[0]
+    fields = _wait(job, env, timeout_s=420)
+    text = log.read_text() if log.exists() else ""
+    assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0", text[-3000:]
+    assert f"sweet-train: job {job} on 1 node(s) x 2" in text
+    assert "torch: 2." in text  # the versions the job saw
+    # torchrun started two ranks in a tp=2 layout, and the warm start trained and saved
+    assert "world size 2, layout tp=2 pp=1 dp=1" in text, text[-3000:]
+    assert (run_dir / "sft_model").is_dir() and (run_dir / "checkpoints" / "latest").exists()
+
+
+def test_sbatch_reports_a_bad_override_as_a_failed_job(cluster, tmp_path):
+    log = tmp_path / "job.out"
+    env = {**cluster, "GPUS_PER_NODE": "1", "PATH": f"{Path(sys.executable).parent}:{cluster['PATH']}"}
+    submit = subprocess.run(
+        ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", f"--output={log}", "--time=5",
+         str(REPO / "slurm" / "train_sweet.sh"), "stage=sft", "train.stepz=3", f"run_dir={tmp_path / 'run'}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert submit.returncode == 0, submit.stderr
+    fields = _wait(submit.stdout.strip().split(";")[0], env, timeout_s=180)
+    assert fields["JobState"] == "FAILED" and fields["ExitCode"] != "0:0"
+    assert "stepz" in log.read_text()
