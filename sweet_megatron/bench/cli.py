@@ -14,6 +14,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                 "weight sync (megatron TP/PP -> full HF tensors -> engine): time and peak extra memory vs a plain copy"),
     "local-engine": ("sweet_megatron.bench.local_engine", "main",
                      "local KV-cache rollout engine: tokens/s for a batch of prompts"),
+    "train": ("sweet_megatron.bench.train_step", "main",
+              "one trainer step (megatron model, DDP, optimizer, packed rows): tokens/s, model TFLOP/s, MFU"),
     "convert": ("sweet_megatron.bench.convert", "main",
                 "sweet-convert on a synthetic wide Llama: peak RSS per process vs the model size"),
 }
