@@ -26,10 +26,11 @@ METHODS = [("SFT warm start", "success_before"), ("Rejection fine-tuning", "succ
            ("Multi-turn DPO", "success_mtdpo"), ("SWEET-RL", "success_after")]
 
 
-def run_seed(seed: int, out: Path, overrides: list[str], eval_seed: int) -> dict:
+def run_seed(seed: int, out: Path, overrides: list[str], eval_seed: int, credit_states: int) -> dict:
     run_dir = out / f"seed{seed}"
     base = [sys.executable, "-m", "sweet_megatron.cli.train", f"run_dir={run_dir}", f"seed={seed}",
-            f"task.seed={seed}", f"task.eval_seed={eval_seed}", "train.progress=false", *overrides]
+            f"task.seed={seed}", f"task.eval_seed={eval_seed}", f"sweet.credit_states={credit_states}",
+            "train.progress=false", *overrides]
     for stage in ("all", "baselines"):
         start = time.time()
         subprocess.run([*base, f"stage={stage}"], check=True)
@@ -42,10 +43,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--eval-seed", type=int, default=0, help="seed of the held-out tasks, the same for every seed")
+    parser.add_argument("--credit-states", type=int, default=160,
+                        help="held-out turn states of the critic credit check (the default run uses 48)")
     parser.add_argument("overrides", nargs="*", help="hydra overrides passed to every sweet-train call")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {s: run_seed(s, args.out, args.overrides, args.eval_seed) for s in args.seeds}
+    results = {s: run_seed(s, args.out, args.overrides, args.eval_seed, args.credit_states) for s in args.seeds}
 
     rows = []
     for name, key in METHODS:
@@ -62,10 +65,18 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['method']} | " + " | ".join(f"{v:.3f}" for v in r["per_seed"])
                      + f" | {r['mean']:.3f} | {r['std']:.3f} | {r['spread']:.3f} |")
-    lines += ["", "| critic turn-ranking accuracy vs oracle | " + " | ".join(f"seed {s}" for s in args.seeds) + " |",
-              "|---|" + "---|" * len(args.seeds),
-              "| with the reference solution | " + " | ".join(f"{a[0]:.3f}" for a in acc) + " |",
-              "| without it | " + " | ".join(f"{a[1]:.3f}" for a in acc) + " |"]
+    lines += ["", "| critic turn-ranking accuracy vs oracle | " + " | ".join(f"seed {s}" for s in args.seeds)
+              + " | mean |", "|---|" + "---|" * (len(args.seeds) + 1)]
+    by_kind = {}
+    for kind, label in (("turn_ranking", "all pairs"), ("questions", "questions only"),
+                        ("code_questions", "questions only the code decides"), ("answers", "answers only")):
+        for ref, who in (("with_reference", "with the reference"), ("without_reference", "without it")):
+            values = [_credit(results[s], ref, f"{kind}_accuracy") for s in args.seeds]
+            by_kind[f"{ref}/{kind}"] = values
+            known = [v for v in values if v is not None]
+            mean = f"{statistics.fmean(known):.3f}" if known else "-"
+            lines.append(f"| {label}, {who} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values)
+                         + f" | {mean} |")
     sft, sweet = rows[0], rows[3]
     gain = sweet["mean"] - sft["mean"]
     per_seed = [b - a for a, b in zip(sft["per_seed"], sweet["per_seed"])]
@@ -76,9 +87,16 @@ def main() -> None:
               + (f"; spread {max(per_seed) - min(per_seed):.3f}" if per_seed else "")]
     table = "\n".join(lines) + "\n"
     (args.out / "comparison.md").write_text(table)
-    (args.out / "comparison.json").write_text(json.dumps({"methods": rows, "critic_accuracy": acc}, indent=1))
+    (args.out / "comparison.json").write_text(json.dumps({"methods": rows, "critic_accuracy": acc, "critic_by_kind": by_kind},
+                                                             indent=1))
     _plot(rows, args.out / "comparison.png")
     print(table)
+
+
+def _credit(result: dict, ref: str, key: str) -> float | None:
+    """One credit-check number of a run's last iteration (None when the run has none)."""
+    credit = [v for k, v in sorted(result.get("details", {}).items()) if k.startswith("credit_")]
+    return credit[-1].get(ref, {}).get(key) if credit else None
 
 
 def _plot(rows: list[dict], path: Path) -> None:

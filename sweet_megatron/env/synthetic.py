@@ -671,6 +671,24 @@ def oracle_action_value(task: Task, dialogue_so_far: list, action_text: str) -> 
     return ORACLE_USEFUL_QUESTION if new else ORACLE_BAD
 
 
+RULE_DEPENDENT_TOPICS = ("threshold", "fee", "discount")
+
+
+def depends_on_hidden_code(task: Task, dialogue_so_far: list, action_text: str) -> bool:
+    """Whether a question's oracle value depends on code the description and dialogue do not show:
+    it asks about the threshold, the fee or the discount while the rule is hidden and not yet
+    revealed. Only the code tells then whether a threshold exists and which amount question reveals
+    anything, so these are the questions a critic can credit better with the reference solution;
+    for every other question the text shows as much as the reference."""
+    if ANSWER_MARK in action_text:
+        return False
+    spec = spec_of(task)
+    pairs = [(m.role, m.content) if hasattr(m, "role") else tuple(m) for m in dialogue_so_far]
+    if "rule" in known_slots(spec, pairs):
+        return False
+    return any(t in RULE_DEPENDENT_TOPICS for t in parse_question(action_text, spec))
+
+
 @dataclass
 class ScriptPolicy:
     """How the scripted reference agent behaves on synthetic tasks (noise for demonstrations)."""

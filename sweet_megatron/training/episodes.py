@@ -317,11 +317,13 @@ def pair_oracle_agreement(states: list[TurnState], pairs: list[tuple]) -> dict[s
             "pairs_oracle_tie": signs.count(0) / n}
 
 
-def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, max_states: int = 48):
+def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, max_states: int = 48,
+                      seed: int = 0):
     """Held-out turn states with a fixed menu of candidate actions whose value the oracle knows.
 
-    States: the dialogue before each turn of the scripted ask-everything agent on each task (so
-    some details are known, some not). Candidates (11 per state), all actions an agent could take
+    States: the dialogue before a turn of the scripted ask-everything agent (so some details are
+    known, some not), `max_states` of them drawn without replacement over all tasks' turns with a
+    seeded shuffle, so they spread over many tasks instead of all the turns of the first few. Candidates (11 per state), all actions an agent could take
     from what the dialogue shows: the canonical question of every topic, two distractor questions,
     the answer from what is known so far (defaults for the rest; correct once every detail is
     known) and the same answer with one known value miscopied. Values:
@@ -365,8 +367,9 @@ def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, ma
                     f"{ANSWER_MARK}\n{build_answer(spec.skin, miscopied(facts))}"]
             states.append(TurnState(task, state))
             cands.append(menu)
-            values.append([oracle_action_value(task, state, c) for c in menu])
-    return states[:max_states], cands[:max_states], values[:max_states]
+    keep = sorted(random.Random(f"credit/{seed}").sample(range(len(states)), min(max_states, len(states))))
+    values = [[oracle_action_value(states[i].task, states[i].messages, c) for c in cands[i]] for i in keep]
+    return [states[i] for i in keep], [cands[i] for i in keep], values
 
 
 # ---------------------------------------------------------------------------------------- batches

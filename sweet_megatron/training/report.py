@@ -52,11 +52,13 @@ def write_report(run_dir: Path, results: dict, timings: dict, config: dict) -> P
     credit = [results[k] for k in sorted(results) if k.startswith("credit_")]
     if credit:
         lines += ["", "## Critic turn-ranking accuracy against the oracle (held-out turns, last iteration)", "",
-                  "| critic | all pairs | questions only | answers only |", "|---|---|---|---|"]
+                  "| critic | all pairs | questions only | questions only the code decides | answers only |",
+                  "|---|---|---|---|---|"]
         for name, key in (("with reference", "with_reference"), ("without reference", "without_reference")):
             r = credit[-1].get(key, {})
             cells = [f"{r[acc]:.3f} ({r[n]} pairs)" if acc in r else "-"
                      for acc, n in (("turn_ranking_accuracy", "pairs"), ("questions_accuracy", "questions_pairs"),
+                                    ("code_questions_accuracy", "code_questions_pairs"),
                                     ("answers_accuracy", "answers_pairs"))]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "## Time per phase (s)", "", "| phase | seconds |", "|---|---|"]

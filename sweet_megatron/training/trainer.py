@@ -380,17 +380,21 @@ class SweetTrainer:
         """Pairwise turn-ranking accuracy of the critic against the oracle, on held-out tasks."""
         from sweet_megatron.algorithms.ranking import pairwise_ranking_accuracy
         from sweet_megatron.env.episode import extract_answer
+        from sweet_megatron.env.synthetic import depends_on_hidden_code
 
         states, candidates, oracle = ep.oracle_candidates(self.eval_tasks, self.simulator, self.tok,
-                                                          self.cfg.rollout.max_turns)
+                                                          self.cfg.rollout.max_turns, self.cfg.sweet.credit_states)
         scores = self.score_candidates(critic, critic_ref, states, candidates, with_reference).flatten()
         values = torch.tensor(oracle, dtype=torch.float64).flatten()
         groups = torch.arange(len(states)).repeat_interleave(len(candidates[0]))
         is_answer = torch.tensor([extract_answer(c) is not None for cands in candidates for c in cands])
+        hidden_code = torch.tensor([depends_on_hidden_code(s.task, s.messages, c)
+                                    for s, cands in zip(states, candidates) for c in cands])
         acc, n = pairwise_ranking_accuracy(scores, values, groups)
         # The same pairs split by kind: which question helps, which answer is right (the credit
-        # assignment proper), and question against answer (when to stop asking).
-        by_kind = {"questions": ~is_answer, "answers": is_answer}
+        # assignment proper), and, among the questions, those whose value only the code tells
+        # (where the reference solution can help with questions at all).
+        by_kind = {"questions": ~is_answer, "answers": is_answer, "code_questions": hidden_code}
         result = {"turn_ranking_accuracy": float(acc), "pairs": n}
         for kind, keep in by_kind.items():
             acc_k, n_k = pairwise_ranking_accuracy(scores[keep], values[keep], groups[keep])
@@ -399,9 +403,10 @@ class SweetTrainer:
         self.metrics.log("credit", it, {f"{name}/{k}": v for k, v in result.items()})
         if is_rank0():
             log.info("%s: turn-ranking accuracy vs the oracle %.3f over %d held-out candidate pairs "
-                     "(questions only %.3f over %d, answers only %.3f over %d)", name, acc, n,
-                     result["questions_accuracy"], result["questions_pairs"], result["answers_accuracy"],
-                     result["answers_pairs"])
+                     "(questions only %.3f over %d, of them those only the code decides %.3f over %d; "
+                     "answers only %.3f over %d)", name, acc, n, result["questions_accuracy"],
+                     result["questions_pairs"], result["code_questions_accuracy"], result["code_questions_pairs"],
+                     result["answers_accuracy"], result["answers_pairs"])
         return result
 
     # ------------------------------------------------------------------------------------ baselines
