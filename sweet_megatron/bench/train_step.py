@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 GPU_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "H800": 989.4, "A100": 312.0, "L40S": 362.1, "B200": 2250.0}
 """Dense bf16 tensor-core peaks (TFLOP/s, SXM parts) by a substring of torch.cuda.get_device_name()."""
 
@@ -93,16 +92,6 @@ def random_rows(rows: int, seq_length: int, vocab: int, min_doc: int, max_doc: i
     return packed, lengths
 
 
-def _load(node: str, name: str, schema):
-    from omegaconf import OmegaConf
-
-    path = CONF / node / f"{name}.yaml"
-    if not path.exists():
-        choices = sorted(p.stem for p in (CONF / node).glob("*.yaml"))
-        raise SystemExit(f"sweet-bench train: no {node} config {name!r} ({path}); choose one of {choices}")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(path)))
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="sweet-bench train", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="small", help="a config in sweet_megatron/conf/model (small, tiny, llama3_8b, ...)")
@@ -120,14 +109,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch.distributed as dist
 
-    from sweet_megatron.config import OptimConfig
-    from sweet_megatron.model import ModelConfig, resolve_transformer_impl
-    from sweet_megatron.parallel import ParallelConfig, destroy, initialize, world_size
+    from sweet_megatron.config import ConfigError, OptimConfig, load_config
+    from sweet_megatron.model import resolve_transformer_impl
+    from sweet_megatron.parallel import destroy, initialize, rank, world_size
     from sweet_megatron.training.runner import ModelRunner, sft_loss
 
-    model_cfg: ModelConfig = _load("model", args.model, ModelConfig)
-    par: ParallelConfig = _load("parallel", args.parallel, ParallelConfig)
-    model_cfg = model_cfg.with_vocab(args.vocab or model_cfg.vocab_size or 2048)
+    try:
+        cfg = load_config([f"model={args.model}", f"parallel={args.parallel}"])
+    except ConfigError as exc:  # names the group and its options
+        raise SystemExit(f"sweet-bench train: {exc}") from None
+    par = cfg.parallel
+    model_cfg = cfg.model.with_vocab(args.vocab or cfg.model.vocab_size or 2048)
     seq = args.seq_length or model_cfg.seq_length
     model_cfg = replace(model_cfg, seq_length=seq)
     platform = initialize(par, seed=0)
@@ -169,8 +161,6 @@ def main(argv: list[str] | None = None) -> int:
         "peak_tflops_per_process": round(peak, 3), "peak_source": peak_source,
         "mfu": round(flops / median / 1e12 / (peak * n), 4),
     }
-    from sweet_megatron.parallel import rank
-
     if rank() == 0:
         print(json.dumps(result, indent=1))
         if args.json:

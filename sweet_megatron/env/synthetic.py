@@ -644,6 +644,11 @@ def answer_is_correct(task: Task, answer: str) -> bool:
     return results is not None and all(results)
 
 
+def _role_content(dialogue: list) -> list[tuple[str, str]]:
+    """(role, content) pairs of chat Messages or of such pairs."""
+    return [(m.role, m.content) if hasattr(m, "role") else tuple(m) for m in dialogue]
+
+
 ORACLE_CORRECT_ANSWER = 2.0
 ORACLE_USEFUL_QUESTION = 1.0
 ORACLE_BAD = -1.0
@@ -663,7 +668,7 @@ def oracle_action_value(task: Task, dialogue_so_far: list, action_text: str) -> 
     if ANSWER_MARK in action_text:
         answer = action_text.split(ANSWER_MARK, 1)[1]
         return ORACLE_CORRECT_ANSWER if answer_is_correct(task, answer) else ORACLE_BAD
-    pairs = [(m.role, m.content) if hasattr(m, "role") else tuple(m) for m in dialogue_so_far]
+    pairs = _role_content(dialogue_so_far)
     known = known_slots(spec, pairs)
     new = set()
     for topic in parse_question(action_text, spec):
@@ -683,7 +688,7 @@ def depends_on_hidden_code(task: Task, dialogue_so_far: list, action_text: str) 
     if ANSWER_MARK in action_text:
         return False
     spec = spec_of(task)
-    pairs = [(m.role, m.content) if hasattr(m, "role") else tuple(m) for m in dialogue_so_far]
+    pairs = _role_content(dialogue_so_far)
     if "rule" in known_slots(spec, pairs):
         return False
     return any(t in RULE_DEPENDENT_TOPICS for t in parse_question(action_text, spec))

@@ -323,12 +323,12 @@ def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, ma
 
     States: the dialogue before a turn of the scripted ask-everything agent (so some details are
     known, some not), `max_states` of them drawn without replacement over all tasks' turns with a
-    seeded shuffle, so they spread over many tasks instead of all the turns of the first few. Candidates (11 per state), all actions an agent could take
-    from what the dialogue shows: the canonical question of every topic, two distractor questions,
-    the answer from what is known so far (defaults for the rest; correct once every detail is
-    known) and the same answer with one known value miscopied. Values:
-    synthetic.oracle_action_value (+2 correct answer, +1 a question revealing a relevant unknown
-    detail, -1 anything else).
+    seeded shuffle, so they spread over many tasks instead of all the turns of the first few.
+    Candidates (11 per state), all actions an agent could take from what the dialogue shows: the
+    canonical question of every topic, two distractor questions, the answer from what is known so
+    far (defaults for the rest; correct once every detail is known) and the same answer with one
+    known value miscopied. Values: synthetic.oracle_action_value (+2 correct answer, +1 a question
+    revealing a relevant unknown detail, -1 anything else).
 
     The correct answer itself is not offered before its details are known: no agent can write it
     there, so no collected trajectory teaches a critic anything about it (measured in session 2: a

@@ -51,7 +51,8 @@ def cluster(tmp_path_factory):
     up = subprocess.run(["bash", str(CLUSTER), "up"], env=env, capture_output=True, text=True, timeout=120)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        yield {**env, "SLURM_CONF": str(state / "slurm.conf")}
+        # the jobs inherit this environment: this interpreter's venv first on PATH
+        yield {**env, "SLURM_CONF": str(state / "slurm.conf"), "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"}
     finally:
         subprocess.run(["bash", str(CLUSTER), "down"], env=env, capture_output=True, timeout=60)
 
@@ -69,16 +70,21 @@ def _wait(job: str, env: dict, timeout_s: float) -> dict:
     raise AssertionError(f"job {job} did not finish in {timeout_s:.0f} s")
 
 
+def _submit(env: dict, log: Path, minutes: int, overrides: list[str]) -> str:
+    """sbatch slurm/train_sweet.sh on the one node, without GPUs; returns the job id."""
+    submit = subprocess.run(
+        ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", f"--output={log}", f"--time={minutes}",
+         str(REPO / "slurm" / "train_sweet.sh"), *overrides],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert submit.returncode == 0, submit.stderr
+    return submit.stdout.strip().split(";")[0]
+
+
 def test_sbatch_train_sweet_runs_torchrun_on_two_ranks(cluster, tmp_path):
     run_dir = tmp_path / "run"
     log = tmp_path / "job.out"
-    env = {**cluster, "GPUS_PER_NODE": "2", "PATH": f"{Path(sys.executable).parent}:{cluster['PATH']}"}
-    submit = subprocess.run(
-        ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", f"--output={log}", "--time=10",
-         str(REPO / "slurm" / "train_sweet.sh"), "stage=sft", "parallel=tp2", f"run_dir={run_dir}", *TINY],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert submit.returncode == 0, submit.stderr
-    job = submit.stdout.strip().split(";")[0]
+    env = {**cluster, "GPUS_PER_NODE": "2"}
+    job = _submit(env, log, 10, ["stage=sft", "parallel=tp2", f"run_dir={run_dir}", *TINY])
     fields = _wait(job, env, timeout_s=420)
     text = log.read_text() if log.exists() else ""
     assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0", text[-3000:]
@@ -91,12 +97,8 @@ def test_sbatch_train_sweet_runs_torchrun_on_two_ranks(cluster, tmp_path):
 
 def test_sbatch_reports_a_bad_override_as_a_failed_job(cluster, tmp_path):
     log = tmp_path / "job.out"
-    env = {**cluster, "GPUS_PER_NODE": "1", "PATH": f"{Path(sys.executable).parent}:{cluster['PATH']}"}
-    submit = subprocess.run(
-        ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", f"--output={log}", "--time=5",
-         str(REPO / "slurm" / "train_sweet.sh"), "stage=sft", "train.stepz=3", f"run_dir={tmp_path / 'run'}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert submit.returncode == 0, submit.stderr
-    fields = _wait(submit.stdout.strip().split(";")[0], env, timeout_s=180)
+    env = {**cluster, "GPUS_PER_NODE": "1"}
+    job = _submit(env, log, 5, ["stage=sft", "train.stepz=3", f"run_dir={tmp_path / 'run'}"])
+    fields = _wait(job, env, timeout_s=180)
     assert fields["JobState"] == "FAILED" and fields["ExitCode"] != "0:0"
     assert "stepz" in log.read_text()
