@@ -1,15 +1,25 @@
 """SFT warm start vs rejection fine-tuning vs multi-turn DPO vs SWEET-RL, over several seeds.
 
     python examples/compare_baselines.py                       # 3 seeds, embedded default, CPU
+    python examples/compare_baselines.py --warm-start per-seed # each seed also trains its own SFT
     python examples/compare_baselines.py --seeds 0 1 --out runs/cmp -- sweet.iterations=2
 
 For each seed: `sweet-train stage=all` (SFT, collect, critic, actor, eval), then `stage=baselines`
 in the same run directory, so RFT and multi-turn DPO start from the same SFT checkpoint and learn
-from the same collected episodes as SWEET-RL's first iteration. A seed sets the model's randomness
-and the training tasks and demonstrations (task.seed); every seed is evaluated on the same held-out
-tasks (task.eval_seed, --eval-seed), so the spread over seeds is the methods' and not the
-benchmark's. Writes comparison.md, comparison.json
-and comparison.png under --out and prints the table. Extra hydra overrides go after `--`.
+from the same collected episodes as SWEET-RL's first iteration. Every seed is evaluated on the same
+held-out tasks (task.eval_seed, --eval-seed), so the spread over seeds is the methods' and not the
+benchmark's.
+
+Where the seeds start (--warm-start):
+  shared    one SFT warm start (seed --warm-start-seed) under <out>/warm_start, the initial model of
+            every seed and method, as the paper starts every run from one instruct model; a seed sets
+            the training tasks, the sampling of episodes and candidates and the data order of the
+            critic and actor (seed, task.seed). The spread over seeds is then the methods' own.
+  per-seed  each seed also trains its own SFT warm start (seed and task.seed set its demonstrations
+            and their order too); the spread over seeds then includes the warm starts' spread.
+
+Writes comparison.md, comparison.json and comparison.png under --out and prints the table. Extra
+hydra overrides go after `--` and reach every sweet-train call (the shared warm start's too).
 """
 
 from __future__ import annotations
@@ -26,11 +36,26 @@ METHODS = [("SFT warm start", "success_before"), ("Rejection fine-tuning", "succ
            ("Multi-turn DPO", "success_mtdpo"), ("SWEET-RL", "success_after")]
 
 
-def run_seed(seed: int, out: Path, overrides: list[str], eval_seed: int, credit_states: int) -> dict:
+def _train_cmd(run_dir: Path, seed: int, eval_seed: int, overrides: list[str]) -> list[str]:
+    return [sys.executable, "-m", "sweet_megatron.cli.train", f"run_dir={run_dir}", f"seed={seed}",
+            f"task.seed={seed}", f"task.eval_seed={eval_seed}", "train.progress=false", *overrides]
+
+
+def shared_warm_start(out: Path, seed: int, eval_seed: int, overrides: list[str]) -> Path:
+    """The one SFT warm start every seed starts from (kept when it exists: the stage resumes)."""
+    run_dir = out / "warm_start"
+    start = time.time()
+    subprocess.run([*_train_cmd(run_dir, seed, eval_seed, overrides), "stage=sft"], check=True)
+    print(f"shared warm start (seed {seed}) took {time.time() - start:.0f}s", flush=True)
+    return run_dir / "sft_model"
+
+
+def run_seed(seed: int, out: Path, overrides: list[str], eval_seed: int, credit_states: int,
+             warm_start: Path | None) -> dict:
     run_dir = out / f"seed{seed}"
-    base = [sys.executable, "-m", "sweet_megatron.cli.train", f"run_dir={run_dir}", f"seed={seed}",
-            f"task.seed={seed}", f"task.eval_seed={eval_seed}", f"sweet.credit_states={credit_states}",
-            "train.progress=false", *overrides]
+    # From a shared warm start: SFT for 0 steps from it, so the run's sft_model is that warm start.
+    start_from = [f"train.init_from={warm_start.resolve()}", "train.steps=0"] if warm_start else []
+    base = [*_train_cmd(run_dir, seed, eval_seed, [*overrides, *start_from]), f"sweet.credit_states={credit_states}"]
     for stage in ("all", "baselines"):
         start = time.time()
         subprocess.run([*base, f"stage={stage}"], check=True)
@@ -45,10 +70,15 @@ def main() -> None:
     parser.add_argument("--eval-seed", type=int, default=0, help="seed of the held-out tasks, the same for every seed")
     parser.add_argument("--credit-states", type=int, default=160,
                         help="held-out turn states of the critic credit check (the default run uses 48)")
+    parser.add_argument("--warm-start", choices=("shared", "per-seed"), default="shared",
+                        help="one SFT warm start for every seed, or one per seed (see above)")
+    parser.add_argument("--warm-start-seed", type=int, default=0, help="seed of the shared warm start")
     parser.add_argument("overrides", nargs="*", help="hydra overrides passed to every sweet-train call")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {s: run_seed(s, args.out, args.overrides, args.eval_seed, args.credit_states) for s in args.seeds}
+    warm = (shared_warm_start(args.out, args.warm_start_seed, args.eval_seed, args.overrides)
+            if args.warm_start == "shared" else None)
+    results = {s: run_seed(s, args.out, args.overrides, args.eval_seed, args.credit_states, warm) for s in args.seeds}
 
     rows = []
     for name, key in METHODS:
@@ -59,7 +89,9 @@ def main() -> None:
         rows.append({"method": name, "per_seed": values, "mean": mean, "std": std, "spread": spread})
     acc = [(results[s].get("critic_turn_ranking_accuracy"), results[s].get("critic_noref_turn_ranking_accuracy"))
            for s in args.seeds]
-    lines = ["# Held-out success rate by method", "",
+    start = (f"one shared SFT warm start (seed {args.warm_start_seed}) for every seed" if warm is not None
+             else "each seed from its own SFT warm start")
+    lines = ["# Held-out success rate by method", "", f"Warm start: {start}.", "",
              "| method | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean | std | spread |",
              "|---|" + "---|" * (len(args.seeds) + 3)]
     for r in rows:
@@ -87,8 +119,8 @@ def main() -> None:
               + (f"; spread {max(per_seed) - min(per_seed):.3f}" if per_seed else "")]
     table = "\n".join(lines) + "\n"
     (args.out / "comparison.md").write_text(table)
-    (args.out / "comparison.json").write_text(json.dumps({"methods": rows, "critic_accuracy": acc, "critic_by_kind": by_kind},
-                                                             indent=1))
+    summary = {"warm_start": args.warm_start, "methods": rows, "critic_accuracy": acc, "critic_by_kind": by_kind}
+    (args.out / "comparison.json").write_text(json.dumps(summary, indent=1))
     _plot(rows, args.out / "comparison.png")
     print(table)
 

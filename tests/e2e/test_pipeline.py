@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.e2e
 
@@ -55,6 +56,14 @@ def _run(cmd: list[str], run_dir: Path, timeout: int = 900) -> str:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
     return out.stdout
+
+
+def _weights(ckpt_dir: Path, scratch: Path) -> dict:
+    """The tensors of a model checkpoint (a torch_dist directory), read without building a model."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    dcp_to_torch_save(ckpt_dir, scratch)
+    return {k: v for k, v in torch.load(scratch, weights_only=False).items() if isinstance(v, torch.Tensor)}
 
 
 def _check_run(run_dir: Path, stdout: str) -> dict:
@@ -116,6 +125,17 @@ def test_pretrain_then_warm_start_from_the_base(tmp_path):
     log = (run_dir / "train.log").read_text()
     assert f"initial weights: {base}" in log
     assert not (run_dir / "tokenizer.model").exists()  # the base's own tokenizer, none trained
+    # A shared warm start (examples/compare_baselines.py --warm-start shared): another run starts
+    # from this run's SFT model with 0 SFT steps, and its own warm start is that model, tensor for tensor.
+    shared = tmp_path / "shared"
+    _run([sys.executable, "-m", "sweet_megatron.cli.train", "stage=sft", f"run_dir={shared}", "seed=3", *tiny,
+          f"train.init_from={run_dir / 'sft_model'}", "train.steps=0"], shared)
+    assert f"initial weights: {run_dir / 'sft_model'}" in (shared / "train.log").read_text()
+    theirs, ours = _weights(run_dir / "sft_model", tmp_path / "a.pt"), _weights(shared / "sft_model", tmp_path / "b.pt")
+    assert sorted(theirs) == sorted(ours) and "embedding.word_embeddings.weight" in ours
+    for key in theirs:
+        assert torch.equal(theirs[key], ours[key]), key
+
     wrong = subprocess.run([sys.executable, "-m", "sweet_megatron.cli.train", "stage=sft", f"run_dir={tmp_path / 'w'}",
                             *tiny, "model.hidden_size=32", f"train.init_from={base}"],
                            capture_output=True, text=True, timeout=300)
