@@ -278,6 +278,19 @@ def candidate_sequence(tok: Tokenizer, state: TurnState, text: str, with_referen
     return Sequence(prompt + act, [-1] * len(prompt) + [0] * len(act), extra=extra)
 
 
+def distinct_actions(cands: list[list[str]]) -> tuple[list[tuple[int, str]], torch.Tensor]:
+    """The distinct (state index, action text) pairs of G states' M candidates, in first-seen order,
+    and slot_GM [G, M] long: the index of each candidate's pair in that list.
+
+    A critic scores each distinct action once and gathers scores_GM = scores[slot_GM]: scored
+    separately, two copies of one action can differ in the last float bit (their rows pack
+    differently), and the strict top-vs-bottom pairing would then train DPO on an action against
+    itself, a pair that carries no preference and only dilutes the loss."""
+    index: dict[tuple[int, str], int] = {}
+    slot_GM = [[index.setdefault((g, c), len(index)) for c in row] for g, row in enumerate(cands)]
+    return list(index), torch.tensor(slot_GM, dtype=torch.long)
+
+
 def turn_pair_groups(tok: Tokenizer, states: list[TurnState], cands: list[list[str]], scores_GM: torch.Tensor,
                      pairs_per_turn: int, seed: int, min_margin: float = 0.0
                      ) -> tuple[list[list[Sequence]], list[Sequence], list[tuple]]:

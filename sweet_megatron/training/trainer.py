@@ -332,14 +332,17 @@ class SweetTrainer:
 
     def score_candidates(self, critic: ModelRunner, critic_ref: ModelRunner, states: list, candidates: list,
                          with_reference: bool = True) -> torch.Tensor:
-        """Critic advantage [G, M] of M candidate actions for each of G turn states."""
-        seqs = [[ep.candidate_sequence(self.tok, s, c, with_reference)] for s, cands in zip(states, candidates)
-                for c in cands]
+        """Critic advantage [G, M] of M candidate actions for each of G turn states.
+
+        Each distinct action of a state is scored once (`ep.distinct_actions`): repeated samples,
+        frequent from a peaked policy, get exactly the same score and are never paired together."""
+        distinct, slot_GM = ep.distinct_actions(candidates)
+        seqs = [[ep.candidate_sequence(self.tok, states[g], c, with_reference)] for g, c in distinct]
         rows, flat = pack_groups(seqs, self._row_length(seqs), self.tok.pad_id)
         mean_c = segment_means(critic.token_logprobs(rows), rows)
         mean_r = segment_means(critic_ref.token_logprobs(rows), rows)
-        adv = [self.cfg.sweet.critic_beta * (mean_c[(i, 0)] - mean_r[(i, 0)]) for i in range(len(flat))]
-        return torch.tensor(adv).view(len(states), -1)
+        adv = torch.tensor([self.cfg.sweet.critic_beta * (mean_c[(i, 0)] - mean_r[(i, 0)]) for i in range(len(flat))])
+        return adv[slot_GM]
 
     def train_actor(self, episodes: list, critic: ModelRunner, critic_ref: ModelRunner, it: int) -> dict:
         """Per-turn DPO from critic-ranked candidates; reference = the actor before this stage."""
@@ -351,6 +354,10 @@ class SweetTrainer:
                                        seed=self.cfg.seed + 7 * it)
         with self.timer("actor_scoring"):
             scores = self.score_candidates(critic, critic_ref, states, candidates)
+        distinct = len(ep.distinct_actions(candidates)[0]) / max(len(candidates), 1)
+        if is_rank0():
+            log.info("actor: %d states, %d candidates each, %.1f distinct on average", len(states),
+                     sw.num_candidates, distinct)
         groups, flat, pair_texts = ep.turn_pair_groups(self.tok, states, candidates, scores, sw.pairs_per_turn,
                                                        seed=self.cfg.seed + it, min_margin=sw.min_pair_margin)
         if not groups:
@@ -374,7 +381,8 @@ class SweetTrainer:
                            ["accuracy", "reward_margin", "nll_loss"])
         actor.step += self.actor.step
         self.actor = actor
-        return {"pairs": len(groups), **agreement, **{f"final_{k}": v for k, v in last.items()}}
+        return {"pairs": len(groups), "distinct_candidates": distinct, **agreement,
+                **{f"final_{k}": v for k, v in last.items()}}
 
     def credit_check(self, critic: ModelRunner, critic_ref: ModelRunner, with_reference: bool, it: int) -> dict:
         """Pairwise turn-ranking accuracy of the critic against the oracle, on held-out tasks."""

@@ -115,3 +115,24 @@ def test_ranking_accuracy_matches_python_loop():
     acc, n = pairwise_ranking_accuracy(pred, oracle, group)
     loop_acc, loop_n = loop_ranking_accuracy(pred.tolist(), oracle.tolist(), group.tolist())
     assert n == loop_n and acc.item() == pytest.approx(loop_acc, rel=1e-5)
+
+
+def test_distinct_actions_score_copies_once_and_never_pair_them():
+    """Repeated candidates share one score slot, so the strict top-vs-bottom pairing never trains an
+    action against a copy of itself, even when separate scoring would differ in the last bit."""
+    from sweet_megatron.training.episodes import distinct_actions
+
+    cands = [["ask rate", "ask rate", "answer", "ask rate"], ["a", "b", "c", "d"], ["x", "x", "x", "x"]]
+    distinct, slot_GM = distinct_actions(cands)
+    assert distinct == [(0, "ask rate"), (0, "answer"), (1, "a"), (1, "b"), (1, "c"), (1, "d"), (2, "x")]
+    assert slot_GM.tolist() == [[0, 0, 1, 0], [2, 3, 4, 5], [6, 6, 6, 6]]
+    # the same text in another state is another action (its own slot)
+    assert distinct_actions([["q"], ["q"]])[1].tolist() == [[0], [1]]
+    # scores of the distinct actions gathered back: copies are exact ties, never paired
+    scores_GM = torch.tensor([0.3, -0.2, 1.0, 0.5, -1.0, 0.1, 0.7])[slot_GM]
+    pairs = turn_pairs(scores_GM, num_pairs=2, generator=torch.Generator().manual_seed(0))
+    flat = [c for row in cands for c in row]
+    for c, r in zip(pairs.chosen_P.tolist(), pairs.rejected_P.tolist(), strict=True):
+        assert flat[c] != flat[r]
+    assert 2 not in pairs.group_P.tolist()  # four copies of one action: nothing to prefer
+    assert pairs.group_P.tolist().count(0) == 1  # "ask rate" vs "answer" once; the copies tie
