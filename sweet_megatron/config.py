@@ -236,6 +236,10 @@ class SweetConfig:
     critic_reduction: str = "per_turn_sum"
     """'per_turn_sum' (the paper: sum over turns of per-turn means) or 'pooled_mean' (the reference
     implementation: one mean over all agent tokens)."""
+    critic_reference: bool = True
+    """Show the actor's critic the reference solution (SWEET-RL). false: the paper's ablation without
+    training-time information, the same critic and actor on the dialogue alone (then set
+    sweet.credit_check=false: the check compares the two critics itself)."""
     actor_states: int = 64
     """Turn states sampled for the actor stage per iteration."""
     num_candidates: int = 16
@@ -254,6 +258,10 @@ class SweetConfig:
             raise ConfigError("sweet.rows_per_step must be >= 1")
         if self.credit_states < 1:
             raise ConfigError(f"sweet.credit_states={self.credit_states}: set it >= 1 (or sweet.credit_check=false)")
+        if not self.critic_reference and self.credit_check:
+            raise ConfigError("sweet.critic_reference=false with sweet.credit_check=true: the credit check already "
+                              "trains and measures a critic without the reference next to the one with it; set "
+                              "sweet.credit_check=false for the ablation run")
         if self.pairs_per_turn * 2 > self.num_candidates:
             raise ConfigError("sweet.pairs_per_turn must be at most num_candidates / 2")
 

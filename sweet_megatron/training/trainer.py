@@ -353,7 +353,7 @@ class SweetTrainer:
             candidates = ep.candidates(self.engine, self.tok, states, sw.num_candidates, self.cfg.rollout,
                                        seed=self.cfg.seed + 7 * it)
         with self.timer("actor_scoring"):
-            scores = self.score_candidates(critic, critic_ref, states, candidates)
+            scores = self.score_candidates(critic, critic_ref, states, candidates, sw.critic_reference)
         distinct = len(ep.distinct_actions(candidates)[0]) / max(len(candidates), 1)
         if is_rank0():
             log.info("actor: %d states, %d candidates each, %.1f distinct on average", len(states),
@@ -472,7 +472,7 @@ class SweetTrainer:
                 if stage == "collect":
                     break
                 with self.timer("stage_critic"):
-                    critics = self.train_critic(episodes)
+                    critics = self.train_critic(episodes, with_reference=self.cfg.sweet.critic_reference)
                     if critics is not None and self.cfg.sweet.credit_check:
                         results[f"credit_{it}"] = {"with_reference": self.credit_check(*critics, True, it)}
                         noref = self.train_critic(episodes, with_reference=False)

@@ -71,3 +71,6 @@ def test_config_errors_name_the_key():
         load_config(["rollout.engine=sglang"])
     with pytest.raises(ConfigError, match="tensor_parallel"):
         load_config(["parallel.tensor_parallel=two"])
+    with pytest.raises(ConfigError, match="sweet.credit_check=false"):
+        load_config(["sweet.critic_reference=false"])
+    assert load_config(["sweet.critic_reference=false", "sweet.credit_check=false"]).sweet.critic_reference is False
