@@ -71,6 +71,11 @@ def peak_tflops(requested: float | None, is_cuda: bool) -> tuple[float, str]:
     return cpu_gemm_tflops(), "this CPU's measured fp32 GEMM rate"
 
 
+def _sig(x: float, digits: int = 4) -> float:
+    """x to `digits` significant digits (a tiny model's MFU of 0.00195 keeps its digits)."""
+    return float(f"{x:.{digits}g}")
+
+
 def random_rows(rows: int, seq_length: int, vocab: int, min_doc: int, max_doc: int, seed: int):
     """`rows` packed rows, each filled exactly with random documents (lengths uniform in
     [min_doc, max_doc], the last one cut to fit), and the documents' lengths."""
@@ -157,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         "padding_fraction": round(1 - tokens / (args.rows * seq), 4),
         "step_s_median": round(median, 4), "step_s_best": round(min(times), 4),
         "tokens_per_s": round(tokens / median, 1), "tokens_per_s_per_process": round(tokens / median / n, 1),
-        "model_tflop_per_step": round(flops / 1e12, 6), "model_tflops": round(flops / median / 1e12, 4),
+        "model_tflop_per_step": _sig(flops / 1e12), "model_tflops": _sig(flops / median / 1e12),
         "peak_tflops_per_process": round(peak, 3), "peak_source": peak_source,
-        "mfu": round(flops / median / 1e12 / (peak * n), 4),
+        "mfu": _sig(flops / median / 1e12 / (peak * n)),
     }
     if rank() == 0:
         print(json.dumps(result, indent=1))
