@@ -55,7 +55,8 @@ def run_seed(seed: int, out: Path, overrides: list[str], eval_seed: int, credit_
     run_dir = out / f"seed{seed}"
     # From a shared warm start: SFT for 0 steps from it, so the run's sft_model is that warm start.
     start_from = [f"train.init_from={warm_start.resolve()}", "train.steps=0"] if warm_start else []
-    base = [*_train_cmd(run_dir, seed, eval_seed, [*overrides, *start_from]), f"sweet.credit_states={credit_states}"]
+    base = [*_train_cmd(run_dir, seed, eval_seed, [*overrides, *start_from]), f"sweet.credit_states={credit_states}",
+            "sweet.credit_baseline=true"]
     for stage in ("all", "baselines"):
         start = time.time()
         subprocess.run([*base, f"stage={stage}"], check=True)

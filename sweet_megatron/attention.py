@@ -11,12 +11,20 @@ attend); SDPA's is the opposite, so the mask is inverted here. Measured on this 
 causal mask), equal to 1e-6.
 
 The Transformer Engine spec (GPU) keeps TE's own fused attention; this is only for the local spec.
+
+`PositionedRotaryEmbedding` lets the local spec lay sequences out as trees (data/packing.py, shared
+prefixes): megatron's RoPE rotates token k of a row by position k; inside `rope_positions(model,
+position_ids)` it rotates each token by its own position id instead, so a branch that follows other
+branches in the row still sits right after its prefix. Outside that context it is megatron's RoPE.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch.nn.functional as F
 from megatron.core import tensor_parallel
+from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
 from megatron.core.transformer.dot_product_attention import DotProductAttention
 from megatron.core.transformer.enums import AttnMaskType
 from torch import Tensor
@@ -51,3 +59,47 @@ class SDPACoreAttention(DotProductAttention):
         else:
             context = attend()
         return context.permute(2, 0, 1, 3).reshape(sq, b, np_ * hn)
+
+
+class PositionedRotaryEmbedding(RotaryEmbedding):
+    """megatron's RotaryEmbedding, optionally indexed by explicit position ids (module docstring)."""
+
+    position_ids_BS: Tensor | None = None
+
+    def forward(self, max_seq_len: int, offset: int = 0, packed_seq: bool = False, cp_group=None) -> Tensor:
+        """[S, 1, 1, D] as megatron's, or [S, B, 1, D] (token s of row b at position_ids[b, s])."""
+        emb = super().forward(max_seq_len, offset, packed_seq, cp_group)
+        pos = self.position_ids_BS
+        if pos is None:
+            return emb
+        if packed_seq or offset or (cp_group is not None and cp_group.size() > 1):
+            raise NotImplementedError("explicit RoPE positions: not with THD packing, offsets or context parallel")
+        if int(pos.max()) >= emb.shape[0]:
+            raise ValueError(f"position id {int(pos.max())} beyond the rotary table of {emb.shape[0]} positions")
+        return emb[:, 0, 0, :][pos.t()][:, :, None, :]
+
+
+def use_positioned_rope(model) -> None:
+    """Make a GPTModel's RoPE a PositionedRotaryEmbedding (same state, no parameters change)."""
+    rope = getattr(model, "rotary_pos_emb", None)
+    if rope is not None and type(rope) is RotaryEmbedding:
+        rope.__class__ = PositionedRotaryEmbedding
+
+
+@contextlib.contextmanager
+def rope_positions(model, position_ids_BS: Tensor | None):
+    """Within the block, `model` (a GPTModel chunk, or a wrapper with .module) rotates token s of
+    row b by position_ids_BS[b, s]; None leaves megatron's RoPE as it is."""
+    core = model.module if hasattr(model, "module") else model
+    rope = getattr(core, "rotary_pos_emb", None)
+    if position_ids_BS is None or rope is None:
+        yield
+        return
+    if not isinstance(rope, PositionedRotaryEmbedding):
+        raise RuntimeError("explicit RoPE positions need the local layer spec's PositionedRotaryEmbedding "
+                           "(sweet_megatron.model.build_model installs it); THD attention cannot take trees")
+    rope.position_ids_BS = position_ids_BS
+    try:
+        yield
+    finally:
+        rope.position_ids_BS = None

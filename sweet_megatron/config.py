@@ -222,10 +222,18 @@ class SweetConfig:
     rows_per_step: int = 8
     """Packed rows per optimizer step in the critic, actor and baseline stages (pairs want larger,
     steadier batches than the warm start's train.rows_per_step)."""
+    share_prefix: bool = True
+    """Lay the sequences of one packing group out as a tree where they begin alike (a turn state's
+    candidate actions, a trajectory pair's prompt, reference and task): the common prefix is computed
+    once (data/packing.py). Same log-probs and gradients as flat rows; local layer spec only (with
+    Transformer Engine or context parallelism the stages pack flat rows whatever this says)."""
     credit_check: bool = True
-    """After training the critic: also train one without the reference solution, and measure both
-    against the oracle on held-out synthetic turns (the credit-assignment check; about 150 s of the
-    CPU demo)."""
+    """After training the critic: measure its turn ranking against the oracle on held-out synthetic
+    turns (the credit-assignment check; about 60 s of the CPU demo on an AVX2-only 2-core machine)."""
+    credit_baseline: bool = False
+    """With credit_check: also train a critic without the reference solution on the same pairs and
+    measure it the same way, next to the first (about 145 s more there; the comparison command turns
+    it on)."""
     credit_states: int = 48
     """Held-out turn states the credit check scores (11 candidate actions each), drawn evenly over
     the held-out tasks; about 0.6 s a state per critic on 2 CPU cores. More states, a steadier
@@ -238,8 +246,8 @@ class SweetConfig:
     implementation: one mean over all agent tokens)."""
     critic_reference: bool = True
     """Show the actor's critic the reference solution (SWEET-RL). false: the paper's ablation without
-    training-time information, the same critic and actor on the dialogue alone (then set
-    sweet.credit_check=false: the check compares the two critics itself)."""
+    training-time information, the same critic and actor on the dialogue alone (then leave
+    sweet.credit_baseline=false: that check compares the two critics itself)."""
     actor_states: int = 64
     """Turn states sampled for the actor stage per iteration."""
     num_candidates: int = 16
@@ -258,10 +266,10 @@ class SweetConfig:
             raise ConfigError("sweet.rows_per_step must be >= 1")
         if self.credit_states < 1:
             raise ConfigError(f"sweet.credit_states={self.credit_states}: set it >= 1 (or sweet.credit_check=false)")
-        if not self.critic_reference and self.credit_check:
-            raise ConfigError("sweet.critic_reference=false with sweet.credit_check=true: the credit check already "
-                              "trains and measures a critic without the reference next to the one with it; set "
-                              "sweet.credit_check=false for the ablation run")
+        if not self.critic_reference and self.credit_baseline:
+            raise ConfigError("sweet.critic_reference=false with sweet.credit_baseline=true: the baseline critic of "
+                              "the credit check is the critic without the reference itself; set "
+                              "sweet.credit_baseline=false for the ablation run")
         if self.pairs_per_turn * 2 > self.num_candidates:
             raise ConfigError("sweet.pairs_per_turn must be at most num_candidates / 2")
 

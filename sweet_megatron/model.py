@@ -247,6 +247,10 @@ def build_model(cfg: ModelConfig, parallel: ParallelConfig, platform: Platform) 
             rope_scaling_factor=cfg.rope_scaling_factor,
             vp_stage=vp,
         )
+        if resolve_transformer_impl(cfg) == "local":  # rows laid out as trees (shared prefixes) need it
+            from sweet_megatron.attention import use_positioned_rope
+
+            use_positioned_rope(model)
         model.to(platform.device)
         chunks.append(model)
     return chunks

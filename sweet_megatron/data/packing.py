@@ -12,6 +12,15 @@ Convention (shared with sweet_megatron.algorithms and the kernels):
 - Attention never crosses a sequence boundary: `doc_ids` numbers the sequences in a row (padding gets
   its own id) and `position_ids` restart at 0 for each sequence. The local layer spec gets a
   block-diagonal causal mask; the Transformer Engine spec gets PackedSeqParams (cu_seqlens).
+- Shared prefixes (`share_prefix=True`): the sequences of a group that begin with the same tokens
+  (the candidate actions of one turn state, a trajectory pair's system prompt, reference and task)
+  are laid out as a tree: the common prefix once, then each sequence's remainder as a *branch* that
+  attends to the prefix and to itself only (`branch_ids`: 0 on the prefix, k on the k-th branch)
+  and whose `position_ids` continue from the prefix. Every label and segment of every sequence is
+  unchanged, so per-token log-probs equal those of the flat layout; the prefix is computed once
+  instead of once per sequence. The prefix stops before the first labelled position (it carries no
+  loss), so it never holds a segment. It needs a dense mask and position-aware RoPE: the local
+  layer spec only (model.py), not THD attention.
 
 Shapes: B rows, S = seq_length.
 """
@@ -55,6 +64,9 @@ class PackedRow:
     """Global indices of the sequences in this row, in order."""
     ref_logp: torch.Tensor | None = None
     """[S] reference-model log-probs of the labels, attached by a stage before training."""
+    branch_ids: torch.Tensor | None = None
+    """[S] int64: 0 on shared prefixes and flat sequences, k on the k-th branch of a shared-prefix
+    group (module docstring); None when the row has no shared prefix."""
 
     @property
     def num_segments(self) -> int:
@@ -78,9 +90,61 @@ def _pack_order(lengths: list[int], seq_length: int) -> list[list[int]]:
     return bins
 
 
-def pack_groups(groups: list[list[Sequence]], seq_length: int, pad_id: int) -> tuple[list[PackedRow], list[Sequence]]:
+MIN_SHARED_PREFIX = 8
+"""Shorter common prefixes are not worth a branch layout."""
+
+
+def shared_prefix_length(group: list[Sequence]) -> int:
+    """Tokens a group can lay out once (module docstring): 0 for a single sequence, a sequence with
+    context loss, or a common prefix under MIN_SHARED_PREFIX tokens.
+
+    The prefix p must be common to all (tokens 0..p, so position p-1 predicts the same token) and
+    hold no labelled position (tokens 1..p outside every action); position p starts each branch.
+    """
+    if len(group) < 2 or any(s.context_weight > 0 for s in group):
+        return 0
+    first = group[0].ids
+    common = len(first)
+    for s in group[1:]:
+        n = min(common, len(s.ids))
+        common = next((i for i in range(n) if s.ids[i] != first[i]), n)
+    p = common - 1
+    for s in group:
+        labelled = next((t for t in range(1, len(s.turn_of_token)) if s.turn_of_token[t] >= 0), len(s.ids))
+        p = min(p, labelled - 1)
+    return p if p >= MIN_SHARED_PREFIX else 0
+
+
+def group_length(group: list[Sequence], share_prefix: bool = False) -> int:
+    """Tokens the group takes in a row: the sum of its sequences, less the shared prefix's copies."""
+    p = shared_prefix_length(group) if share_prefix else 0
+    return sum(len(s.ids) for s in group) - p * (len(group) - 1)
+
+
+def count_rows(groups: list[list[Sequence]], seq_length: int, share_prefix: bool = False) -> int:
+    """How many rows `pack_groups` makes of these groups (without building them)."""
+    return len(_pack_order([group_length(g, share_prefix) for g in groups], seq_length))
+
+
+def merge_groups(groups: list[list[Sequence]], keys: list, seq_length: int) -> list[list[Sequence]]:
+    """Merge runs of consecutive groups with equal keys (e.g. the pairs of one turn state) into one
+    group, as long as its shared-prefix layout fits `seq_length`; sequence order is kept."""
+    out: list[list[Sequence]] = []
+    last = object()
+    for group, key in zip(groups, keys, strict=True):
+        if out and key == last and group_length(out[-1] + group, share_prefix=True) <= seq_length:
+            out[-1] = out[-1] + group
+        else:
+            out.append(list(group))
+        last = key
+    return out
+
+
+def pack_groups(groups: list[list[Sequence]], seq_length: int, pad_id: int,
+                share_prefix: bool = False) -> tuple[list[PackedRow], list[Sequence]]:
     """Pack groups of sequences into rows. Returns (rows, flat list of sequences by global index).
 
+    share_prefix: lay each group's common prefix out once (module docstring).
     Raises ValueError naming the group when one does not fit in a row.
     """
     flat: list[Sequence] = []
@@ -88,7 +152,8 @@ def pack_groups(groups: list[list[Sequence]], seq_length: int, pad_id: int) -> t
     for g in groups:
         group_members.append(list(range(len(flat), len(flat) + len(g))))
         flat.extend(g)
-    lengths = [sum(len(flat[i].ids) for i in members) for members in group_members]
+    prefixes = [shared_prefix_length(g) if share_prefix else 0 for g in groups]
+    lengths = [group_length(g, share_prefix) for g in groups]
     for gi, n in enumerate(lengths):
         if n > seq_length:
             raise ValueError(
@@ -97,8 +162,10 @@ def pack_groups(groups: list[list[Sequence]], seq_length: int, pad_id: int) -> t
             )
     rows = []
     for bin_groups in _pack_order(lengths, seq_length):
-        members = [i for g in sorted(bin_groups) for i in group_members[g]]
-        rows.append(_build_row([(i, flat[i]) for i in members], seq_length, pad_id))
+        docs = [([(i, flat[i]) for i in group_members[g]], prefixes[g]) for g in sorted(bin_groups)]
+        # a group without a shared prefix is a document per sequence, as before
+        docs = [d for items, p in docs for d in ([(items, p)] if p else [([it], 0) for it in items])]
+        rows.append(_build_row(docs, seq_length, pad_id))
     return rows, flat
 
 
@@ -107,46 +174,63 @@ def pack_sequences(seqs: list[Sequence], seq_length: int, pad_id: int) -> list[P
     return pack_groups([[s] for s in seqs], seq_length, pad_id)[0]
 
 
-def _build_row(items: list[tuple[int, Sequence]], seq_length: int, pad_id: int) -> PackedRow:
+def _build_row(docs: list[tuple[list[tuple[int, Sequence]], int]], seq_length: int, pad_id: int) -> PackedRow:
+    """One row from documents: (sequences, shared prefix length); a document of several sequences
+    shares its first `p` tokens (p > 0) and lays the rest of each out as a branch."""
     tokens = torch.full((seq_length,), pad_id, dtype=torch.long)
     labels = torch.zeros(seq_length, dtype=torch.long)
     loss_mask = torch.zeros(seq_length, dtype=torch.float32)
     position_ids = torch.zeros(seq_length, dtype=torch.long)
-    doc_ids = torch.full((seq_length,), len(items), dtype=torch.long)
+    doc_ids = torch.full((seq_length,), len(docs), dtype=torch.long)
     segment_ids = torch.full((seq_length,), -1, dtype=torch.long)
+    branch_ids = torch.zeros(seq_length, dtype=torch.long)
     segments: list[tuple[int, int]] = []
     start = 0
-    for doc, (gidx, seq) in enumerate(items):
-        n = len(seq.ids)
-        ids = torch.tensor(seq.ids, dtype=torch.long)
-        turns = torch.tensor(seq.turn_of_token, dtype=torch.long)
-        tokens[start : start + n] = ids
-        position_ids[start : start + n] = torch.arange(n)
-        doc_ids[start : start + n] = doc
-        # position t predicts token t+1 (within this sequence only)
-        labels[start : start + n - 1] = ids[1:]
-        next_turn = turns[1:]
-        seg = torch.full((n - 1,), -1, dtype=torch.long)
-        for k in sorted({int(t) for t in next_turn.tolist() if t >= 0}):
-            seg[next_turn == k] = len(segments)
-            segments.append((gidx, k))
-        segment_ids[start : start + n - 1] = seg
-        loss_mask[start : start + n - 1] = torch.where(seg >= 0, seq.weight, seq.context_weight)
-        start += n
+    for doc, (items, p) in enumerate(docs):
+        if p:  # the shared prefix: tokens 0..p-1, predicting tokens 1..p (no loss by construction)
+            ids = torch.tensor(items[0][1].ids[: p + 1], dtype=torch.long)
+            tokens[start : start + p] = ids[:p]
+            labels[start : start + p] = ids[1:]
+            position_ids[start : start + p] = torch.arange(p)
+            doc_ids[start : start + p] = doc
+            start += p
+        for branch, (gidx, seq) in enumerate(items, start=1):
+            ids = torch.tensor(seq.ids[p:], dtype=torch.long)
+            next_turn = torch.tensor(seq.turn_of_token[p + 1 :], dtype=torch.long)
+            n = len(ids)
+            tokens[start : start + n] = ids
+            position_ids[start : start + n] = torch.arange(p, p + n)
+            doc_ids[start : start + n] = doc
+            if p:
+                branch_ids[start : start + n] = branch
+            # position t predicts token t+1 (within this sequence only)
+            labels[start : start + n - 1] = ids[1:]
+            seg = torch.full((n - 1,), -1, dtype=torch.long)
+            for k in sorted({int(t) for t in next_turn.tolist() if t >= 0}):
+                seg[next_turn == k] = len(segments)
+                segments.append((gidx, k))
+            segment_ids[start : start + n - 1] = seg
+            loss_mask[start : start + n - 1] = torch.where(seg >= 0, seq.weight, seq.context_weight)
+            start += n
     if start < seq_length:  # padding positions restart too, so positions stay small
         position_ids[start:] = torch.arange(seq_length - start)
-    return PackedRow(tokens, labels, loss_mask, position_ids, doc_ids, segment_ids, segments, [g for g, _ in items])
+    return PackedRow(tokens, labels, loss_mask, position_ids, doc_ids, segment_ids, segments,
+                     [g for items, _ in docs for g, _ in items],
+                     branch_ids=branch_ids if bool(branch_ids.any()) else None)
 
 
-def block_causal_mask(doc_ids_BS: torch.Tensor) -> torch.Tensor:
+def block_causal_mask(doc_ids_BS: torch.Tensor, branch_ids_BS: torch.Tensor | None = None) -> torch.Tensor:
     """Megatron's boolean attention mask [B, 1, S, S]: True where attention is NOT allowed.
 
-    Token i attends to token j iff j <= i and both belong to the same sequence.
+    Token i attends to token j iff j <= i, both belong to the same sequence (document) and, with
+    branch_ids [B, S], j is on the shared prefix (branch 0) or on i's own branch.
     """
     S = doc_ids_BS.shape[-1]
-    same_doc = doc_ids_BS[:, :, None] == doc_ids_BS[:, None, :]
-    causal = torch.ones(S, S, dtype=torch.bool, device=doc_ids_BS.device).tril()
-    return ~(same_doc & causal)[:, None]
+    allowed = doc_ids_BS[:, :, None] == doc_ids_BS[:, None, :]
+    allowed &= torch.ones(S, S, dtype=torch.bool, device=doc_ids_BS.device).tril()
+    if branch_ids_BS is not None:
+        allowed &= (branch_ids_BS[:, None, :] == 0) | (branch_ids_BS[:, :, None] == branch_ids_BS[:, None, :])
+    return ~allowed[:, None]
 
 
 def cu_seqlens(doc_ids_S: torch.Tensor) -> torch.Tensor:
@@ -167,4 +251,7 @@ def collate(rows: list[PackedRow]) -> dict[str, torch.Tensor]:
     }
     if all(r.ref_logp is not None for r in rows):
         out["ref_logp"] = torch.stack([r.ref_logp for r in rows])
+    if any(r.branch_ids is not None for r in rows):
+        out["branch_ids"] = torch.stack([r.branch_ids if r.branch_ids is not None else torch.zeros_like(r.doc_ids)
+                                         for r in rows])
     return out

@@ -25,9 +25,9 @@ def summary(results: dict) -> dict:
         out["success_after"] = curve[-1][1]
     credit = [results[k] for k in sorted(results) if k.startswith("credit_")]
     if credit:
-        last = credit[-1]
-        out["critic_turn_ranking_accuracy"] = last["with_reference"]["turn_ranking_accuracy"]
-        out["critic_noref_turn_ranking_accuracy"] = last["without_reference"]["turn_ranking_accuracy"]
+        for key, name in (("with_reference", "critic"), ("without_reference", "critic_noref")):
+            if key in credit[-1]:
+                out[f"{name}_turn_ranking_accuracy"] = credit[-1][key]["turn_ranking_accuracy"]
     for name in ("rft", "mtdpo"):
         if name in results and "success_rate" in results[name]:
             out[f"success_{name}"] = results[name]["success_rate"]
@@ -92,7 +92,7 @@ def _plots(run_dir: Path, curve: list[tuple[str, float]], head: dict) -> list[Pa
     axes[0].set_title("held-out success rate")
     bars = {k: v for k, v in head.items() if "ranking_accuracy" in k and not math.isnan(v)}
     if bars:
-        axes[1].bar(["with reference", "without reference"][: len(bars)], list(bars.values()))
+        axes[1].bar(["without reference" if "noref" in k else "with reference" for k in bars], list(bars.values()))
         axes[1].axhline(0.5, color="gray", linestyle="--")
         axes[1].set_ylim(0, 1)
     axes[1].set_title("critic turn-ranking accuracy vs oracle")

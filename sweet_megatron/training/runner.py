@@ -23,6 +23,7 @@ from functools import partial
 import torch
 import torch.distributed as dist
 
+from sweet_megatron.attention import rope_positions
 from sweet_megatron.config import OptimConfig
 from sweet_megatron.data.packing import PackedRow, block_causal_mask, collate, cu_seqlens
 from sweet_megatron.model import ModelConfig, build_model, resolve_transformer_impl
@@ -137,7 +138,16 @@ class ModelRunner:
         """The bare GPTModel chunks (inside DDP when trainable)."""
         return [c.module if hasattr(c, "module") else c for c in self.chunks]
 
+    @property
+    def shares_prefixes(self) -> bool:
+        """Whether rows may hold shared-prefix trees (data/packing.py): a dense mask and explicit
+        RoPE positions, i.e. the local layer spec without context parallelism."""
+        return self.impl == "local" and self.parallel.context_parallel == 1
+
     def _attention_inputs(self, mb: dict) -> tuple[torch.Tensor | None, object | None]:
+        if "branch_ids" in mb and not self.shares_prefixes:
+            raise ValueError(f"{self.name}: rows with shared prefixes need the local layer spec without context "
+                             "parallelism (pack with share_prefix=False here)")
         if self.impl == "transformer_engine":
             from megatron.core.packed_seq_params import PackedSeqParams
 
@@ -148,7 +158,7 @@ class ModelRunner:
             return None, PackedSeqParams(
                 qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu, max_seqlen_q=max_len, max_seqlen_kv=max_len
             )
-        return block_causal_mask(mb["doc_ids"]), None
+        return block_causal_mask(mb["doc_ids"], mb.get("branch_ids")), None
 
     def _microbatches(self, rows: list[PackedRow]) -> list[dict]:
         mbs = self.parallel.micro_batch_size
@@ -180,6 +190,11 @@ class ModelRunner:
         def forward_step(data_iterator, model):
             mb = next(data_iterator)
             attention_mask, packed = self._attention_inputs(mb)
+            # tree rows: RoPE by each token's position id (the schedule runs the forward inside this call)
+            with rope_positions(model, mb["position_ids"] if "branch_ids" in mb else None):
+                return _forward(mb, model, attention_mask, packed)
+
+        def _forward(mb, model, attention_mask, packed):
             core = model.module if hasattr(model, "module") else model
             if self.fused_logprob and core.post_process:
                 # The hot path: hidden states -> per-token log-probs in token chunks, vocab-parallel,

@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from sweet_megatron import parallel
 from sweet_megatron.config import OptimConfig, RunConfig
-from sweet_megatron.data.packing import PackedRow, pack_groups
+from sweet_megatron.data.packing import PackedRow, count_rows, group_length, merge_groups, pack_groups
 from sweet_megatron.model import resolve_transformer_impl
 from sweet_megatron.training import episodes as ep
 from sweet_megatron.training.losses import (
@@ -172,18 +172,44 @@ class SweetTrainer:
             self.state["results"][key] = result
         self._save({"actor": self.actor})
 
-    def _row_length(self, groups: list[list]) -> int:
+    @property
+    def _share_prefix(self) -> bool:
+        """Shared-prefix rows (data/packing.py) where the layer spec can take them."""
+        return self.cfg.sweet.share_prefix and self.actor.shares_prefixes
+
+    def _row_length(self, groups: list[list], share: bool | None = None) -> int:
         """train.pack_length, or longer (in steps of 128, up to model.seq_length) for a long group:
         short rows keep the block-diagonal attention cheap, long pairs still fit."""
-        longest = max((sum(len(x.ids) for x in g) for g in groups), default=0)
+        share = self._share_prefix if share is None else share
+        longest = max((group_length(g, share) for g in groups), default=0)
         return min(self.model_cfg.seq_length, max(self.cfg.train.pack_length, -(-longest // 128) * 128))
 
-    def _rows(self, groups: list[list], ref: ModelRunner | None = None) -> tuple[list[PackedRow], list]:
-        rows, flat = pack_groups(groups, self._row_length(groups), self.tok.pad_id)
+    def _rows(self, groups: list[list], ref: ModelRunner | None = None,
+              keys: list | None = None) -> tuple[list[PackedRow], list]:
+        """Packed rows of `groups` (with the reference model's log-probs attached when `ref`).
+        With shared prefixes, consecutive groups of equal `keys` (the same turn state) are merged
+        into one group, as long as it fits the row length the groups get alone."""
+        length = self._row_length(groups)
+        if self._share_prefix and keys is not None:
+            groups = merge_groups(groups, keys, length)
+        rows, flat = pack_groups(groups, length, self.tok.pad_id, share_prefix=self._share_prefix)
         if ref is not None:
             for row, logp in zip(rows, ref.token_logprobs(rows), strict=True):
                 row.ref_logp = logp
         return rows, flat
+
+    def _rows_per_step(self, name: str, groups: list[list], rows: list[PackedRow]) -> int:
+        """sweet.rows_per_step counts rows of the flat layout: shared-prefix rows hold more pairs, so
+        a step takes proportionally fewer of them and sees as many pairs (and epochs) as before."""
+        per_step = self.cfg.sweet.rows_per_step
+        if not self._share_prefix:
+            return per_step
+        flat_rows = count_rows(groups, self._row_length(groups, share=False))
+        shared = max(1, round(per_step * len(rows) / max(flat_rows, 1)))
+        if is_rank0():
+            log.info("%s: %d groups in %d rows with shared prefixes (%d flat), %d rows a step", name, len(groups),
+                     len(rows), flat_rows, shared)
+        return shared
 
     def _train(self, runner: ModelRunner, stage: str, rows: list[PackedRow], loss_fn, steps: int, keys: list[str],
                start: int = 0, on_step=None, rows_per_step: int | None = None) -> dict[str, float]:
@@ -324,7 +350,7 @@ class SweetTrainer:
         with self.timer(f"{name}_ref_logprobs"):
             rows, flat = self._rows(groups, ref=critic_ref)
         last = self._train(critic, name, rows, critic_loss_fn(flat, sw.critic_beta, sw.critic_reduction),
-                           sw.critic_steps, ["accuracy", "margin"])
+                           sw.critic_steps, ["accuracy", "margin"], rows_per_step=self._rows_per_step(name, groups, rows))
         if is_rank0():
             log.info("%s: %d pairs, final BT loss %.4f, pair accuracy %.3f", name, len(groups), last["loss"],
                      last["accuracy"])
@@ -338,7 +364,7 @@ class SweetTrainer:
         frequent from a peaked policy, get exactly the same score and are never paired together."""
         distinct, slot_GM = ep.distinct_actions(candidates)
         seqs = [[ep.candidate_sequence(self.tok, states[g], c, with_reference)] for g, c in distinct]
-        rows, flat = pack_groups(seqs, self._row_length(seqs), self.tok.pad_id)
+        rows, flat = self._rows(seqs, keys=[g for g, _ in distinct])  # a state's candidates share its prefix
         mean_c = segment_means(critic.token_logprobs(rows), rows)
         mean_r = segment_means(critic_ref.token_logprobs(rows), rows)
         adv = torch.tensor([self.cfg.sweet.critic_beta * (mean_c[(i, 0)] - mean_r[(i, 0)]) for i in range(len(flat))])
@@ -376,9 +402,9 @@ class SweetTrainer:
                              sw.actor_steps)
         self._copy(self.actor, actor)
         with self.timer("actor_ref_logprobs"):
-            rows, seqs = self._rows(groups, ref=actor_ref)
+            rows, seqs = self._rows(groups, ref=actor_ref, keys=[g for g, _, _ in pair_texts])
         last = self._train(actor, "actor", rows, actor_dpo_loss_fn(seqs, sw.dpo_beta, sw.nll_coef), sw.actor_steps,
-                           ["accuracy", "reward_margin", "nll_loss"])
+                           ["accuracy", "reward_margin", "nll_loss"], rows_per_step=self._rows_per_step("actor", groups, rows))
         actor.step += self.actor.step
         self.actor = actor
         return {"pairs": len(groups), "distinct_candidates": distinct, **agreement,
@@ -444,7 +470,7 @@ class SweetTrainer:
         self._copy(self.actor, runner)
         rows, seqs = self._rows(groups, ref=ref)
         self._train(runner, "mtdpo", rows, trajectory_dpo_loss_fn(seqs, sw.dpo_beta, sw.nll_coef), sw.actor_steps,
-                    ["accuracy", "reward_margin", "nll_loss"])
+                    ["accuracy", "reward_margin", "nll_loss"], rows_per_step=self._rows_per_step("mtdpo", groups, rows))
         self.actor = runner
         return {"pairs": len(groups)}
 
@@ -474,10 +500,13 @@ class SweetTrainer:
                 with self.timer("stage_critic"):
                     critics = self.train_critic(episodes, with_reference=self.cfg.sweet.critic_reference)
                     if critics is not None and self.cfg.sweet.credit_check:
-                        results[f"credit_{it}"] = {"with_reference": self.credit_check(*critics, True, it)}
-                        noref = self.train_critic(episodes, with_reference=False)
-                        results[f"credit_{it}"]["without_reference"] = self.credit_check(*noref, False, it)
-                        del noref
+                        ref = self.cfg.sweet.critic_reference
+                        results[f"credit_{it}"] = {("with_reference" if ref else "without_reference"):
+                                                   self.credit_check(*critics, ref, it)}
+                        if self.cfg.sweet.credit_baseline:
+                            noref = self.train_critic(episodes, with_reference=False)
+                            results[f"credit_{it}"]["without_reference"] = self.credit_check(*noref, False, it)
+                            del noref
                 if stage == "critic":
                     break
                 with self.timer("stage_actor"):

@@ -24,7 +24,7 @@ TINY = [
     "tokenizer.vocab_size=512", "tokenizer.number_pieces=false", "train.steps=2", "train.rows_per_step=4", "train.progress=false",
     "train.tensorboard=false", "task.num_train=24", "task.num_eval=4", "task.num_demos=16",
     "sweet.critic_steps=2", "sweet.actor_states=4", "sweet.num_candidates=4", "sweet.pairs_per_turn=2",
-    "sweet.actor_steps=2", "rollout.max_tokens=24", "rollout.max_turns=4",
+    "sweet.actor_steps=2", "sweet.credit_baseline=true", "rollout.max_tokens=24", "rollout.max_turns=4",
 ]
 
 

@@ -71,6 +71,6 @@ def test_config_errors_name_the_key():
         load_config(["rollout.engine=sglang"])
     with pytest.raises(ConfigError, match="tensor_parallel"):
         load_config(["parallel.tensor_parallel=two"])
-    with pytest.raises(ConfigError, match="sweet.credit_check=false"):
-        load_config(["sweet.critic_reference=false"])
-    assert load_config(["sweet.critic_reference=false", "sweet.credit_check=false"]).sweet.critic_reference is False
+    with pytest.raises(ConfigError, match="sweet.credit_baseline=false"):
+        load_config(["sweet.critic_reference=false", "sweet.credit_baseline=true"])
+    assert load_config(["sweet.critic_reference=false"]).sweet.critic_reference is False

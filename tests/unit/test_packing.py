@@ -53,3 +53,45 @@ def test_context_weight_covers_the_rest_of_the_sequence_but_not_padding():
     assert row.loss_mask.tolist() == [0.25, 0.25, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0]
     (plain,) = pack_sequences([Sequence([1, 2, 3, 4, 5], [-1, -1, -1, 0, 0])], 8, pad_id=0)
     assert plain.loss_mask.tolist() == [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_shared_prefix_tree_row_hand_computed():
+    # two candidate actions after the same 9-token state: the state's first 8 tokens are laid out
+    # once; each branch starts with the state's last token (its logits predict the action)
+    state = list(range(1, 10))
+    a = Sequence(state + [50, 51], [-1] * 9 + [0, 0])
+    b = Sequence(state + [60], [-1] * 9 + [0])
+    (row,), _ = pack_groups([[a, b]], seq_length=16, pad_id=0, share_prefix=True)
+    assert row.tokens.tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 50, 51, 9, 60, 0, 0, 0]
+    assert row.labels.tolist() == [2, 3, 4, 5, 6, 7, 8, 9, 50, 51, 0, 60, 0, 0, 0, 0]
+    assert row.position_ids.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 8, 9, 0, 1, 2]
+    assert row.branch_ids.tolist() == [0] * 8 + [1, 1, 1, 2, 2] + [0] * 3
+    assert row.doc_ids.tolist() == [0] * 13 + [1] * 3
+    assert row.segment_ids.tolist() == [-1] * 8 + [0, 0, -1, 1, -1, -1, -1, -1]
+    assert row.segments == [(0, 0), (1, 0)] and row.sequence_index == [0, 1]
+    allowed = ~block_causal_mask(row.doc_ids[None], row.branch_ids[None])[0, 0]
+    assert allowed[11, :8].all() and allowed[11, 11] and not allowed[11, 8:11].any()  # b sees the prefix, not a
+    assert allowed[10, :11].all() and not allowed[10, 11:].any()
+    assert not allowed[13, :13].any()  # padding is its own document
+    # flat packing of the same group is unchanged
+    (flat,), _ = pack_groups([[a, b]], seq_length=24, pad_id=0)
+    assert flat.branch_ids is None and flat.tokens.tolist()[:21] == a.ids + b.ids
+
+
+def test_shared_prefix_stops_before_the_first_labelled_token_and_skips_context_loss():
+    from sweet_megatron.data.packing import group_length, merge_groups, shared_prefix_length
+
+    head = list(range(1, 21))
+    # the first action (tokens 20..21) is common to both, the second differs: the prefix stops
+    # before the action (position 19 predicts the first action token, a label)
+    a = Sequence(head + [7, 8, 30], [-1] * 20 + [0, 0, 1])
+    b = Sequence(head + [7, 8, 40, 41], [-1] * 20 + [0, 0, 1, 1])
+    assert shared_prefix_length([a, b]) == 19
+    assert group_length([a, b], share_prefix=True) == 23 + 24 - 19
+    lm = Sequence(a.ids, a.turn_of_token, context_weight=0.5)
+    assert shared_prefix_length([lm, b]) == 0  # context loss on the prefix: never shared
+    assert shared_prefix_length([Sequence([1, 2, 3, 4], [-1, -1, 0, 0])] * 2) == 0  # under MIN_SHARED_PREFIX
+    # merging: consecutive equal keys while the tree fits
+    merged = merge_groups([[a], [b], [a]], keys=[0, 0, 1], seq_length=64)
+    assert [len(g) for g in merged] == [2, 1]
+    assert [len(g) for g in merge_groups([[a], [b]], keys=[0, 0], seq_length=27)] == [1, 1]
