@@ -90,7 +90,9 @@ def use_positioned_rope(model) -> None:
 def rope_positions(model, position_ids_BS: Tensor | None):
     """Within the block, `model` (a GPTModel chunk, or a wrapper with .module) rotates token s of
     row b by position_ids_BS[b, s]; None leaves megatron's RoPE as it is."""
-    core = model.module if hasattr(model, "module") else model
+    core = model
+    while hasattr(core, "module"):  # DDP, Float16Module
+        core = core.module
     rope = getattr(core, "rotary_pos_emb", None)
     if position_ids_BS is None or rope is None:
         yield
