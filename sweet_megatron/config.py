@@ -238,6 +238,10 @@ class SweetConfig:
     """Held-out turn states the credit check scores (11 candidate actions each), drawn evenly over
     the held-out tasks; about 0.6 s a state per critic on 2 CPU cores. More states, a steadier
     estimate: the 3-seed comparison uses 160."""
+    critic_pairs: str = "best_vs_worse"
+    """Which same-task trajectory pairs train the critic (and multi-turn DPO): 'best_vs_worse' (the
+    reference implementation: the task's best against each worse one) or 'all_ordered' (every pair
+    with a strictly higher reward chosen)."""
     critic_steps: int = 20
     critic_lr: float = 1e-3
     critic_beta: float = 1.0
@@ -262,6 +266,7 @@ class SweetConfig:
 
     def __post_init__(self) -> None:
         _choice("sweet.critic_reduction", self.critic_reduction, ("per_turn_sum", "pooled_mean"))
+        _choice("sweet.critic_pairs", self.critic_pairs, ("best_vs_worse", "all_ordered"))
         if self.rows_per_step < 1:
             raise ConfigError("sweet.rows_per_step must be >= 1")
         if self.credit_states < 1:

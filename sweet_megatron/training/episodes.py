@@ -221,9 +221,10 @@ def sequence(tok: Tokenizer, messages: list[Message], context_weight: float = 0.
     return Sequence(ids, turns, context_weight=context_weight, extra=extra)
 
 
-def trajectory_pair_groups(tok: Tokenizer, episodes: list, tasks: dict, with_reference: bool
-                           ) -> tuple[list[list[Sequence]], list]:
-    """Same-task trajectory pairs (best vs each strictly worse), as packing groups [chosen, rejected].
+def trajectory_pair_groups(tok: Tokenizer, episodes: list, tasks: dict, with_reference: bool,
+                           strategy: str = "best_vs_worse") -> tuple[list[list[Sequence]], list]:
+    """Same-task trajectory pairs (`strategy` of algorithms.pairs.trajectory_pairs: best vs each
+    strictly worse, or every strictly ordered pair), as packing groups [chosen, rejected].
 
     tasks maps task_id -> Task (the critic's view needs the task's hidden information).
     """
@@ -232,7 +233,7 @@ def trajectory_pair_groups(tok: Tokenizer, episodes: list, tasks: dict, with_ref
     ids: dict[str, int] = {}
     task_ids = torch.tensor([ids.setdefault(e.task_id, len(ids)) for e in episodes])
     rewards = torch.tensor([float(e.reward) for e in episodes])
-    pairs = trajectory_pairs(task_ids, rewards)
+    pairs = trajectory_pairs(task_ids, rewards, strategy=strategy)
     groups = []
     for p, (c, r) in enumerate(zip(pairs.chosen_P.tolist(), pairs.rejected_P.tolist(), strict=True)):
         group = []

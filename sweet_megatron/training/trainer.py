@@ -337,7 +337,8 @@ class SweetTrainer:
         None when no task has two episodes with different rewards (nothing to compare)."""
         sw = self.cfg.sweet
         name = "critic" if with_reference else "critic_noref"
-        groups, sequences = ep.trajectory_pair_groups(self.tok, episodes, self.tasks_by_id, with_reference)
+        groups, sequences = ep.trajectory_pair_groups(self.tok, episodes, self.tasks_by_id, with_reference,
+                                                      sw.critic_pairs)
         if not groups:
             log.warning("%s: no task has episodes with different rewards: no pairs, critic and actor skipped "
                         "this iteration (collect more episodes, or warm-start longer)", name)
@@ -460,7 +461,8 @@ class SweetTrainer:
     def trajectory_dpo(self, episodes: list) -> dict:
         """Multi-turn DPO baseline: trajectory-level pairs, no training-time information."""
         sw = self.cfg.sweet
-        groups, _ = ep.trajectory_pair_groups(self.tok, episodes, self.tasks_by_id, with_reference=False)
+        groups, _ = ep.trajectory_pair_groups(self.tok, episodes, self.tasks_by_id, with_reference=False,
+                                              strategy=sw.critic_pairs)
         if not groups:
             return {"skipped": "no pairs"}
         ref = self._runner("mtdpo_ref", None, 1)

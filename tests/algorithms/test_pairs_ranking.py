@@ -136,3 +136,30 @@ def test_distinct_actions_score_copies_once_and_never_pair_them():
         assert flat[c] != flat[r]
     assert 2 not in pairs.group_P.tolist()  # four copies of one action: nothing to prefer
     assert pairs.group_P.tolist().count(0) == 1  # "ask rate" vs "answer" once; the copies tie
+
+
+def test_trajectory_pair_groups_follow_the_strategy_and_show_the_reference():
+    from sweet_megatron.env.bytetok import ByteTokenizer
+    from sweet_megatron.env.episode import Episode, Turn
+    from sweet_megatron.env.synthetic import generate_tasks
+    from sweet_megatron.training.episodes import trajectory_pair_groups
+
+    (task,) = generate_tasks(1, seed=3)
+    tok = ByteTokenizer()
+    episodes = []
+    for i, reward in enumerate((0.5, 1.0, 0.0)):  # episode i asks question number i
+        e = Episode(0, task.task_id, "You help.", reward=reward)
+        e.turns.append(Turn([], [], [], action_text=f"Question number {i}?", simulator_reply="No idea."))
+        episodes.append(e)
+    tasks = {task.task_id: task}
+
+    def which(seq) -> int:
+        return next(i for i in range(3) if f"Question number {i}?" in tok.decode(seq.ids))
+
+    best, _ = trajectory_pair_groups(tok, episodes, tasks, with_reference=True)
+    every, _ = trajectory_pair_groups(tok, episodes, tasks, with_reference=False, strategy="all_ordered")
+    assert sorted((which(c), which(r)) for c, r in best) == [(1, 0), (1, 2)]
+    assert sorted((which(c), which(r)) for c, r in every) == [(0, 2), (1, 0), (1, 2)]
+    assert all(c.extra["chosen"] and not r.extra["chosen"] for c, r in best + every)
+    ref = task.hidden_information[:40]
+    assert ref in tok.decode(best[0][0].ids) and ref not in tok.decode(every[0][0].ids)

@@ -71,6 +71,8 @@ def test_config_errors_name_the_key():
         load_config(["rollout.engine=sglang"])
     with pytest.raises(ConfigError, match="tensor_parallel"):
         load_config(["parallel.tensor_parallel=two"])
+    with pytest.raises(ConfigError, match="sweet.critic_pairs"):
+        load_config(["sweet.critic_pairs=all"])
     with pytest.raises(ConfigError, match="sweet.credit_baseline=false"):
         load_config(["sweet.critic_reference=false", "sweet.credit_baseline=true"])
     assert load_config(["sweet.critic_reference=false"]).sweet.critic_reference is False
