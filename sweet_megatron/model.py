@@ -226,7 +226,8 @@ def build_model(cfg: ModelConfig, parallel: ParallelConfig, platform: Platform) 
     from megatron.core.models.gpt import GPTModel
 
     tcfg = transformer_config(cfg, parallel, platform)
-    spec = layer_spec(resolve_transformer_impl(cfg))
+    impl = resolve_transformer_impl(cfg)
+    spec = layer_spec(impl)
     vocab = cfg.padded_vocab_size(parallel.tensor_parallel)
     chunks = []
     vp_stages = [None] if parallel.virtual_pipeline is None else list(range(parallel.virtual_pipeline))
@@ -247,7 +248,7 @@ def build_model(cfg: ModelConfig, parallel: ParallelConfig, platform: Platform) 
             rope_scaling_factor=cfg.rope_scaling_factor,
             vp_stage=vp,
         )
-        if resolve_transformer_impl(cfg) == "local":  # rows laid out as trees (shared prefixes) need it
+        if impl == "local":  # rows laid out as trees (shared prefixes) need it
             from sweet_megatron.attention import use_positioned_rope
 
             use_positioned_rope(model)

@@ -153,7 +153,7 @@ def pack_groups(groups: list[list[Sequence]], seq_length: int, pad_id: int,
         group_members.append(list(range(len(flat), len(flat) + len(g))))
         flat.extend(g)
     prefixes = [shared_prefix_length(g) if share_prefix else 0 for g in groups]
-    lengths = [group_length(g, share_prefix) for g in groups]
+    lengths = [sum(len(s.ids) for s in g) - p * (len(g) - 1) for g, p in zip(groups, prefixes, strict=True)]
     for gi, n in enumerate(lengths):
         if n > seq_length:
             raise ValueError(
