@@ -25,6 +25,7 @@ hydra overrides go after `--` and reach every sweet-train call (the shared warm 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -51,12 +52,12 @@ def shared_warm_start(out: Path, seed: int, eval_seed: int, overrides: list[str]
 
 
 def run_seed(seed: int, out: Path, overrides: list[str], eval_seed: int, credit_states: int,
-             warm_start: Path | None) -> dict:
+             credit_policy_states: int, warm_start: Path | None) -> dict:
     run_dir = out / f"seed{seed}"
     # From a shared warm start: SFT for 0 steps from it, so the run's sft_model is that warm start.
     start_from = [f"train.init_from={warm_start.resolve()}", "train.steps=0"] if warm_start else []
     base = [*_train_cmd(run_dir, seed, eval_seed, [*overrides, *start_from]), f"sweet.credit_states={credit_states}",
-            "sweet.credit_baseline=true"]
+            f"sweet.credit_policy_states={credit_policy_states}", "sweet.credit_baseline=true"]
     for stage in ("all", "baselines"):
         start = time.time()
         subprocess.run([*base, f"stage={stage}"], check=True)
@@ -70,7 +71,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--eval-seed", type=int, default=0, help="seed of the held-out tasks, the same for every seed")
     parser.add_argument("--credit-states", type=int, default=160,
-                        help="held-out turn states of the critic credit check (the default run uses 48)")
+                        help="held-out turn states of the critic credit check's fixed menu (the default run uses 48)")
+    parser.add_argument("--credit-policy-states", type=int, default=128,
+                        help="held-out states of the actor's own episodes whose sampled candidates the credit check "
+                             "also ranks (the default run uses 48)")
     parser.add_argument("--warm-start", choices=("shared", "per-seed"), default="shared",
                         help="one SFT warm start for every seed, or one per seed (see above)")
     parser.add_argument("--warm-start-seed", type=int, default=0, help="seed of the shared warm start")
@@ -79,7 +83,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     warm = (shared_warm_start(args.out, args.warm_start_seed, args.eval_seed, args.overrides)
             if args.warm_start == "shared" else None)
-    results = {s: run_seed(s, args.out, args.overrides, args.eval_seed, args.credit_states, warm) for s in args.seeds}
+    results = {s: run_seed(s, args.out, args.overrides, args.eval_seed, args.credit_states,
+                                 args.credit_policy_states, warm) for s in args.seeds}
 
     rows = []
     for name, key in METHODS:
@@ -101,14 +106,19 @@ def main() -> None:
     lines += ["", "| critic turn-ranking accuracy vs oracle | " + " | ".join(f"seed {s}" for s in args.seeds)
               + " | mean |", "|---|" + "---|" * (len(args.seeds) + 1)]
     by_kind = {}
-    for kind, label in (("turn_ranking", "all pairs"), ("questions", "questions only"),
-                        ("code_questions", "questions only the code decides"), ("answers", "answers only")):
+    kinds = (("turn_ranking", "all pairs"), ("questions", "questions only"),
+             ("code_questions", "questions only the code decides"), ("answers", "answers only"),
+             ("mixed", "a question against an answer"))
+    for (pre, population), (kind, label) in itertools.product(
+            (("", "menu"), ("policy_", "actor's own candidates")), kinds):
         for ref, who in (("with_reference", "with the reference"), ("without_reference", "without it")):
-            values = [_credit(results[s], ref, f"{kind}_accuracy") for s in args.seeds]
-            by_kind[f"{ref}/{kind}"] = values
+            values = [_credit(results[s], ref, f"{pre}{kind}_accuracy") for s in args.seeds]
+            if all(v is None for v in values):
+                continue
+            by_kind[f"{ref}/{pre}{kind}"] = values
             known = [v for v in values if v is not None]
             mean = f"{statistics.fmean(known):.3f}" if known else "-"
-            lines.append(f"| {label}, {who} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values)
+            lines.append(f"| {population}: {label}, {who} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values)
                          + f" | {mean} |")
     sft, sweet = rows[0], rows[3]
     gain = sweet["mean"] - sft["mean"]

@@ -238,6 +238,11 @@ class SweetConfig:
     """Held-out turn states the credit check scores (11 candidate actions each), drawn evenly over
     the held-out tasks; about 0.6 s a state per critic on 2 CPU cores. More states, a steadier
     estimate: the 3-seed comparison uses 160."""
+    credit_policy_states: int = 48
+    """Held-out turn states of the credit check's second population, the actor's own: states of
+    episodes the actor samples on held-out tasks, each with sweet.num_candidates actions sampled from
+    it, every distinct action scored once (what the actor stage ranks, on tasks it never trained on).
+    0: the fixed menu only."""
     critic_pairs: str = "best_vs_worse"
     """Which same-task trajectory pairs train the critic (and multi-turn DPO): 'best_vs_worse' (the
     reference implementation: the task's best against each worse one) or 'all_ordered' (every pair
@@ -271,6 +276,8 @@ class SweetConfig:
             raise ConfigError("sweet.rows_per_step must be >= 1")
         if self.credit_states < 1:
             raise ConfigError(f"sweet.credit_states={self.credit_states}: set it >= 1 (or sweet.credit_check=false)")
+        if self.credit_policy_states < 0:
+            raise ConfigError(f"sweet.credit_policy_states={self.credit_policy_states}: set it >= 0 (0 turns it off)")
         if not self.critic_reference and self.credit_baseline:
             raise ConfigError("sweet.critic_reference=false with sweet.credit_baseline=true: the baseline critic of "
                               "the credit check is the critic without the reference itself; set "

@@ -386,6 +386,53 @@ def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, ma
     return [states[i] for i in keep], [cands[i] for i in keep], values
 
 
+def policy_candidates(engine, tok: Tokenizer, tasks: list, simulator, cfg: RolloutConfig, num_states: int,
+                      n: int, seed: int) -> tuple[list[TurnState], list[list[str]], list[list[float]]]:
+    """Held-out turn states of the actor's own, with the actions it would take there, valued by the oracle.
+
+    The credit check's second population, next to the fixed menu of `oracle_candidates`: one
+    sampled episode of the actor per synthetic held-out task, `num_states` of their turn states
+    drawn with a seeded shuffle, n actions sampled from the actor at each, and each distinct action
+    kept once (in first-sampled order). These are the comparisons the actor stage asks of the
+    critic, on tasks neither trained on. Returns (states, actions per state, oracle value of each).
+    """
+    from sweet_megatron.env.synthetic import oracle_action_value
+
+    synthetic = [t for t in tasks if t.synthetic]
+    episodes = rollout(engine, tok, synthetic, simulator, cfg, greedy=False, seed=seed)
+    states = sample_states(episodes, {t.task_id: t for t in synthetic}, num_states, seed)
+    actions = [list(dict.fromkeys(row)) for row in candidates(engine, tok, states, n, cfg, seed)]
+    values = [[oracle_action_value(s.task, s.messages, a) for a in row] for s, row in zip(states, actions, strict=True)]
+    return states, actions, values
+
+
+def credit_accuracy(scores: torch.Tensor, states: list, actions: list[tuple[int, str]],
+                    oracle: list[list[float]]) -> dict:
+    """Turn-ranking accuracy of scores [A] (one per (state index, action) in `actions`, grouped by
+    state in order) against the oracle values, over all pairs and by kind of pair: between two
+    questions (and among them those whose value only the code decides, where the reference can
+    help with questions at all), between two answers, and a question against an answer."""
+    from sweet_megatron.algorithms.ranking import pairwise_ranking_accuracy
+    from sweet_megatron.env.episode import extract_answer
+    from sweet_megatron.env.synthetic import depends_on_hidden_code
+
+    values = torch.tensor([v for row in oracle for v in row], dtype=torch.float64)
+    groups = torch.tensor([g for g, _ in actions])
+    is_answer = torch.tensor([extract_answer(c) is not None for _, c in actions])
+    hidden_code = torch.tensor([depends_on_hidden_code(states[g].task, states[g].messages, c) for g, c in actions])
+    acc, n = pairwise_ranking_accuracy(scores, values, groups)
+    result = {"turn_ranking_accuracy": float(acc), "pairs": n}
+    for kind, keep in {"questions": ~is_answer, "answers": is_answer, "code_questions": hidden_code}.items():
+        acc_k, n_k = pairwise_ranking_accuracy(scores[keep], values[keep], groups[keep])
+        result |= {f"{kind}_accuracy": float(acc_k), f"{kind}_pairs": n_k}
+    # The rest of the pairs: a question against an answer at the same state (is the agent ready to answer).
+    n_mixed = n - result["questions_pairs"] - result["answers_pairs"]
+    right = (float(acc) * n - sum(result[f"{k}_accuracy"] * result[f"{k}_pairs"]
+                                  for k in ("questions", "answers") if result[f"{k}_pairs"]))
+    result |= {"mixed_accuracy": right / n_mixed if n_mixed else float("nan"), "mixed_pairs": n_mixed}
+    return result
+
+
 # ---------------------------------------------------------------------------------------- batches
 def step_rows(rows: list[PackedRow], step: int, per_step: int, seed: int) -> list[PackedRow]:
     """The rows of optimizer step `step`: epochs of a seeded shuffle, so a resumed run replays exactly."""

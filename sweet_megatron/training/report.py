@@ -28,6 +28,8 @@ def summary(results: dict) -> dict:
         for key, name in (("with_reference", "critic"), ("without_reference", "critic_noref")):
             if key in credit[-1]:
                 out[f"{name}_turn_ranking_accuracy"] = credit[-1][key]["turn_ranking_accuracy"]
+                if "policy_turn_ranking_accuracy" in credit[-1][key]:
+                    out[f"{name}_policy_turn_ranking_accuracy"] = credit[-1][key]["policy_turn_ranking_accuracy"]
     for name in ("rft", "mtdpo"):
         if name in results and "success_rate" in results[name]:
             out[f"success_{name}"] = results[name]["success_rate"]
@@ -52,15 +54,20 @@ def write_report(run_dir: Path, results: dict, timings: dict, config: dict) -> P
     credit = [results[k] for k in sorted(results) if k.startswith("credit_")]
     if credit:
         lines += ["", "## Critic turn-ranking accuracy against the oracle (held-out turns, last iteration)", "",
-                  "| critic | all pairs | questions only | questions only the code decides | answers only |",
-                  "|---|---|---|---|---|"]
-        for name, key in (("with reference", "with_reference"), ("without reference", "without_reference")):
-            r = credit[-1].get(key, {})
-            cells = [f"{r[acc]:.3f} ({r[n]} pairs)" if acc in r else "-"
-                     for acc, n in (("turn_ranking_accuracy", "pairs"), ("questions_accuracy", "questions_pairs"),
-                                    ("code_questions_accuracy", "code_questions_pairs"),
-                                    ("answers_accuracy", "answers_pairs"))]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+                  "Fixed menu: every action an agent could take at the scripted agent's states. The actor's own: "
+                  "the distinct actions the actor samples at the states of its own held-out episodes.", "",
+                  "| candidates | critic | all pairs | questions only | questions only the code decides | answers only "
+                  "| a question against an answer |", "|---|---|---|---|---|---|---|"]
+        for population, pre in (("fixed menu", ""), ("the actor's own", "policy_")):
+            for name, key in (("with reference", "with_reference"), ("without reference", "without_reference")):
+                r = credit[-1].get(key, {})
+                if f"{pre}pairs" not in r:
+                    continue
+                cells = [f"{r[pre + acc]:.3f} ({r[pre + n]} pairs)" if pre + acc in r else "-"
+                         for acc, n in (("turn_ranking_accuracy", "pairs"), ("questions_accuracy", "questions_pairs"),
+                                        ("code_questions_accuracy", "code_questions_pairs"),
+                                        ("answers_accuracy", "answers_pairs"), ("mixed_accuracy", "mixed_pairs"))]
+                lines.append(f"| {population} | {name} | " + " | ".join(cells) + " |")
     lines += ["", "## Time per phase (s)", "", "| phase | seconds |", "|---|---|"]
     lines += [f"| {k.removeprefix('time/')} | {v:.1f} |" for k, v in sorted(timings.items(), key=lambda kv: -kv[1])]
     plots = _plots(run_dir, curve, head)
@@ -92,7 +99,10 @@ def _plots(run_dir: Path, curve: list[tuple[str, float]], head: dict) -> list[Pa
     axes[0].set_title("held-out success rate")
     bars = {k: v for k, v in head.items() if "ranking_accuracy" in k and not math.isnan(v)}
     if bars:
-        axes[1].bar(["without reference" if "noref" in k else "with reference" for k in bars], list(bars.values()))
+        labels = [("without" if "noref" in k else "with") + " reference" + (", actor's own" if "policy" in k else ", menu")
+                  for k in bars]
+        axes[1].bar(labels, list(bars.values()), color=["tab:gray" if "noref" in k else "tab:blue" for k in bars])
+        axes[1].tick_params(axis="x", labelrotation=20, labelsize=8)
         axes[1].axhline(0.5, color="gray", linestyle="--")
         axes[1].set_ylim(0, 1)
     axes[1].set_title("critic turn-ranking accuracy vs oracle")

@@ -364,12 +364,16 @@ class SweetTrainer:
         Each distinct action of a state is scored once (`ep.distinct_actions`): repeated samples,
         frequent from a peaked policy, get exactly the same score and are never paired together."""
         distinct, slot_GM = ep.distinct_actions(candidates)
-        seqs = [[ep.candidate_sequence(self.tok, states[g], c, with_reference)] for g, c in distinct]
-        rows, flat = self._rows(seqs, keys=[g for g, _ in distinct])  # a state's candidates share its prefix
+        return self.score_actions(critic, critic_ref, states, distinct, with_reference)[slot_GM]
+
+    def score_actions(self, critic: ModelRunner, critic_ref: ModelRunner, states: list, actions: list[tuple[int, str]],
+                      with_reference: bool = True) -> torch.Tensor:
+        """Critic advantage [A] of each (state index, action text) in `actions`."""
+        seqs = [[ep.candidate_sequence(self.tok, states[g], c, with_reference)] for g, c in actions]
+        rows, flat = self._rows(seqs, keys=[g for g, _ in actions])  # a state's candidates share its prefix
         mean_c = segment_means(critic.token_logprobs(rows), rows)
         mean_r = segment_means(critic_ref.token_logprobs(rows), rows)
-        adv = torch.tensor([self.cfg.sweet.critic_beta * (mean_c[(i, 0)] - mean_r[(i, 0)]) for i in range(len(flat))])
-        return adv[slot_GM]
+        return torch.tensor([self.cfg.sweet.critic_beta * (mean_c[(i, 0)] - mean_r[(i, 0)]) for i in range(len(flat))])
 
     def train_actor(self, episodes: list, critic: ModelRunner, critic_ref: ModelRunner, it: int) -> dict:
         """Per-turn DPO from critic-ranked candidates; reference = the actor before this stage."""
@@ -412,37 +416,49 @@ class SweetTrainer:
                 **{f"final_{k}": v for k, v in last.items()}}
 
     def credit_check(self, critic: ModelRunner, critic_ref: ModelRunner, with_reference: bool, it: int) -> dict:
-        """Pairwise turn-ranking accuracy of the critic against the oracle, on held-out tasks."""
-        from sweet_megatron.algorithms.ranking import pairwise_ranking_accuracy
-        from sweet_megatron.env.episode import extract_answer
-        from sweet_megatron.env.synthetic import depends_on_hidden_code
-
+        """Pairwise turn-ranking accuracy of the critic against the oracle, on held-out tasks, over
+        two populations of candidate actions: a fixed menu of every action an agent could take at the
+        scripted agent's turn states (`ep.oracle_candidates`), and the actor's own sampled actions at
+        the states of its own held-out episodes (`ep.policy_candidates`; keys prefixed `policy_`)."""
+        sw = self.cfg.sweet
         states, candidates, oracle = ep.oracle_candidates(self.eval_tasks, self.simulator, self.tok,
-                                                          self.cfg.rollout.max_turns, self.cfg.sweet.credit_states)
-        scores = self.score_candidates(critic, critic_ref, states, candidates, with_reference).flatten()
-        values = torch.tensor(oracle, dtype=torch.float64).flatten()
-        groups = torch.arange(len(states)).repeat_interleave(len(candidates[0]))
-        is_answer = torch.tensor([extract_answer(c) is not None for cands in candidates for c in cands])
-        hidden_code = torch.tensor([depends_on_hidden_code(s.task, s.messages, c)
-                                    for s, cands in zip(states, candidates) for c in cands])
-        acc, n = pairwise_ranking_accuracy(scores, values, groups)
-        # The same pairs split by kind: which question helps, which answer is right (the credit
-        # assignment proper), and, among the questions, those whose value only the code tells
-        # (where the reference solution can help with questions at all).
-        by_kind = {"questions": ~is_answer, "answers": is_answer, "code_questions": hidden_code}
-        result = {"turn_ranking_accuracy": float(acc), "pairs": n}
-        for kind, keep in by_kind.items():
-            acc_k, n_k = pairwise_ranking_accuracy(scores[keep], values[keep], groups[keep])
-            result |= {f"{kind}_accuracy": float(acc_k), f"{kind}_pairs": n_k}
+                                                          self.cfg.rollout.max_turns, sw.credit_states)
+        actions = [(g, c) for g, row in enumerate(candidates) for c in row]
+        result = ep.credit_accuracy(self.score_actions(critic, critic_ref, states, actions, with_reference),
+                                        states, actions, oracle)
+        if sw.credit_policy_states:
+            states, candidates, oracle = self._policy_credit_set(it)
+            actions = [(g, c) for g, row in enumerate(candidates) for c in row]
+            policy = ep.credit_accuracy(self.score_actions(critic, critic_ref, states, actions, with_reference),
+                                            states, actions, oracle)
+            result |= {f"policy_{k}": v for k, v in policy.items()}
         name = "critic" if with_reference else "critic_noref"
         self.metrics.log("credit", it, {f"{name}/{k}": v for k, v in result.items()})
         if is_rank0():
-            log.info("%s: turn-ranking accuracy vs the oracle %.3f over %d held-out candidate pairs "
-                     "(questions only %.3f over %d, of them those only the code decides %.3f over %d; "
-                     "answers only %.3f over %d)", name, acc, n, result["questions_accuracy"],
-                     result["questions_pairs"], result["code_questions_accuracy"], result["code_questions_pairs"],
-                     result["answers_accuracy"], result["answers_pairs"])
+            for label, pre in (("fixed menu", ""), ("the actor's own candidates", "policy_")):
+                if f"{pre}turn_ranking_accuracy" in result:
+                    r = {k[len(pre):]: v for k, v in result.items() if k.startswith(pre)}
+                    log.info("%s, %s: turn-ranking accuracy vs the oracle %.3f over %d held-out candidate pairs "
+                             "(questions only %.3f over %d, of them those only the code decides %.3f over %d; "
+                             "answers only %.3f over %d; a question against an answer %.3f over %d)", name, label,
+                             r["turn_ranking_accuracy"], r["pairs"], r["questions_accuracy"], r["questions_pairs"],
+                             r["code_questions_accuracy"], r["code_questions_pairs"], r["answers_accuracy"],
+                             r["answers_pairs"], r["mixed_accuracy"], r["mixed_pairs"])
         return result
+
+    def _policy_credit_set(self, it: int) -> tuple[list, list, list]:
+        """The actor's held-out states and candidates for the credit check, drawn once an iteration so
+        that the critic with the reference and the one without it rank the same actions."""
+        cache = getattr(self, "_policy_credit", None)
+        if cache is None or cache[0] != it:
+            self._sync_engine()
+            with self.timer("credit_policy_candidates"):
+                sw = self.cfg.sweet
+                cache = (it, ep.policy_candidates(self.engine, self.tok, self.eval_tasks, self.simulator,
+                                                  self.cfg.rollout, sw.credit_policy_states, sw.num_candidates,
+                                                  seed=self.cfg.seed * 1000 + 500 + it))
+            self._policy_credit = cache
+        return cache[1]
 
     # ------------------------------------------------------------------------------------ baselines
     def rejection_finetune(self, episodes: list) -> dict:

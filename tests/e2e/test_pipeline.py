@@ -71,6 +71,9 @@ def _check_run(run_dir: Path, stdout: str) -> dict:
     assert "success_before" in results and "success_after" in results
     assert 0.0 <= results["success_after"] <= 1.0
     assert "critic_turn_ranking_accuracy" in results and "critic_noref_turn_ranking_accuracy" in results
+    # Both critics ranked the same sampled candidates of the actor on held-out states.
+    credit = results["details"]["credit_0"]
+    assert credit["with_reference"]["policy_pairs"] == credit["without_reference"]["policy_pairs"]
     assert (run_dir / "results.md").exists() and (run_dir / "report.png").exists()
     stages = {json.loads(line)["stage"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()}
     assert {"sft", "critic", "critic_noref", "actor", "eval", "sync"} <= stages, stages

@@ -64,3 +64,69 @@ def test_questions_only_the_code_decides():
     assert not depends_on_hidden_code(task, told, QUESTIONS["fee"])  # the rule is known now
     stated = next(t for t in generate_tasks(60, seed=2, difficulty=(1, 1)) if "rule" not in spec_of(t).hidden)
     assert not depends_on_hidden_code(stated, [Message("system", stated.problem_description)], QUESTIONS["fee"])
+
+
+def test_credit_accuracy_by_kind_by_hand():
+    import torch
+
+    from sweet_megatron.training.episodes import credit_accuracy
+
+    task = next(t for t in generate_tasks(40, seed=3, difficulty=(2, 2)) if "rate" in spec_of(t).hidden)
+    state = TurnState(task, [Message("system", task.problem_description)])
+    useful, distractor = QUESTIONS["rate"], "Does the weather matter?"
+    right, wrong = f"{ANSWER_MARK}\n{task.ground_truth}", f"{ANSWER_MARK}\nprint(1)"
+    actions = [(0, useful), (0, distractor), (0, right), (0, wrong), (1, useful), (1, distractor)]
+    oracle = [[1.0, -1.0, 2.0, -1.0], [1.0, -1.0]]
+    # State 0 pairs with different values: q-q (useful>distractor) right; a-a (right>wrong) wrong;
+    # mixed: right>useful right, useful>wrong wrong, right>distractor right (distractor~wrong tie:
+    # not counted). State 1: q-q tied score: 1/2.
+    scores = torch.tensor([0.5, 0.1, 0.9, 1.0, 0.3, 0.3])
+    got = credit_accuracy(scores, [state, state], actions, oracle)
+    assert got["pairs"] == 6 and got["questions_pairs"] == 2 and got["answers_pairs"] == 1
+    assert got["questions_accuracy"] == 0.75 and got["answers_accuracy"] == 0.0
+    assert got["mixed_pairs"] == 3 and abs(got["mixed_accuracy"] - 2 / 3) < 1e-12
+    assert abs(got["turn_ranking_accuracy"] - 3.5 / 6) < 1e-12
+
+
+def test_policy_candidates_are_the_actors_own_distinct_actions_valued_by_the_oracle():
+    from sweet_megatron.config import RolloutConfig
+    from sweet_megatron.env.bytetok import ByteTokenizer
+    from sweet_megatron.env.simulators import RuleBasedSimulator
+    from sweet_megatron.env.synthetic import oracle_action_value
+    from sweet_megatron.rollout.base import Generation, RolloutEngine
+    from sweet_megatron.training.episodes import policy_candidates
+
+    tok = ByteTokenizer()
+    texts = [QUESTIONS["rate"], "Does the weather matter?", QUESTIONS["rate"], f"{ANSWER_MARK}\nprint(1)"]
+
+    class CycleEngine(RolloutEngine):
+        """Test double: the k-th continuation of every prompt is texts[k % 4]; records each call's n."""
+
+        def __init__(self):
+            self.ns = []
+
+        def generate(self, prompts, params):
+            self.ns.append(params.n)
+            return [[Generation(tok.encode(texts[k % 4]) + [tok.eot_id], [], "stop") for k in range(params.n)]
+                    for _ in prompts]
+
+        def score(self, prompts, continuations):
+            raise NotImplementedError
+
+        def update_weights(self, named_tensors):
+            raise NotImplementedError
+
+    tasks = generate_tasks(12, seed=4, split="heldout", difficulty=(1, 3))
+    real = type(tasks[0])(tasks[0].problem_description, tasks[0].ground_truth, tasks[0].hidden_information,
+                          tasks[0].test_cases, "real-0", 0, None)
+    engine = CycleEngine()
+    cfg = RolloutConfig(max_turns=3, max_tokens=64)
+    states, actions, values = policy_candidates(engine, tok, [*tasks, real], RuleBasedSimulator(), cfg,
+                                                num_states=10, n=8, seed=0)
+    assert len(states) == len(actions) == len(values) == 10
+    assert all(s.task.synthetic for s in states)  # the real task has no oracle: left out
+    assert engine.ns[-1] == 8 and set(engine.ns[:-1]) == {1}  # episodes first, then 8 candidates a state
+    for s, row, vals in zip(states, actions, values, strict=True):
+        assert row == texts[:2] + texts[3:]  # each distinct action once, in first-sampled order
+        assert vals == [oracle_action_value(s.task, s.messages, a) for a in row]
+        assert s.messages[0].role == "system" and len(s.messages) % 2 == 1
