@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -93,8 +94,9 @@ def main() -> None:
         spread = (max(values) - min(values)) if values else float("nan")
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         rows.append({"method": name, "per_seed": values, "mean": mean, "std": std, "spread": spread})
-    acc = [(results[s].get("critic_turn_ranking_accuracy"), results[s].get("critic_noref_turn_ranking_accuracy"))
-           for s in args.seeds]
+    acc = {key: [results[s].get(key) for s in args.seeds]
+           for key in ("critic_turn_ranking_accuracy", "critic_noref_turn_ranking_accuracy",
+                       "critic_policy_turn_ranking_accuracy", "critic_noref_policy_turn_ranking_accuracy")}
     start = (f"one shared SFT warm start (seed {args.warm_start_seed}) for every seed" if warm is not None
              else "each seed from its own SFT warm start")
     lines = ["# Held-out success rate by method", "", f"Warm start: {start}.", "",
@@ -103,7 +105,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['method']} | " + " | ".join(f"{v:.3f}" for v in r["per_seed"])
                      + f" | {r['mean']:.3f} | {r['std']:.3f} | {r['spread']:.3f} |")
-    lines += ["", "| critic turn-ranking accuracy vs oracle | " + " | ".join(f"seed {s}" for s in args.seeds)
+    lines += ["", "| critic turn-ranking accuracy vs oracle (pairs) | " + " | ".join(f"seed {s}" for s in args.seeds)
               + " | mean |", "|---|" + "---|" * (len(args.seeds) + 1)]
     by_kind = {}
     kinds = (("turn_ranking", "all pairs"), ("questions", "questions only"),
@@ -113,12 +115,16 @@ def main() -> None:
             (("", "menu"), ("policy_", "actor's own candidates")), kinds):
         for ref, who in (("with_reference", "with the reference"), ("without_reference", "without it")):
             values = [_credit(results[s], ref, f"{pre}{kind}_accuracy") for s in args.seeds]
+            values = [None if v is None or math.isnan(v) else v for v in values]
+            pairs = [_credit(results[s], ref, f"{pre}{'' if kind == 'turn_ranking' else kind + '_'}pairs")
+                     for s in args.seeds]
             if all(v is None for v in values):
                 continue
             by_kind[f"{ref}/{pre}{kind}"] = values
             known = [v for v in values if v is not None]
             mean = f"{statistics.fmean(known):.3f}" if known else "-"
-            lines.append(f"| {population}: {label}, {who} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values)
+            lines.append(f"| {population}: {label}, {who} | "
+                         + " | ".join("-" if v is None else f"{v:.3f} ({n})" for v, n in zip(values, pairs))
                          + f" | {mean} |")
     sft, sweet = rows[0], rows[3]
     gain = sweet["mean"] - sft["mean"]
@@ -138,7 +144,9 @@ def main() -> None:
 
 def _credit(result: dict, ref: str, key: str) -> float | None:
     """One credit-check number of a run's last iteration (None when the run has none)."""
-    credit = [v for k, v in sorted(result.get("details", {}).items()) if k.startswith("credit_")]
+    details = result.get("details", {})
+    its = sorted(int(k.split("_")[1]) for k in details if k.startswith("credit_") and k.split("_")[1].isdigit())
+    credit = [details[f"credit_{i}"] for i in its]
     return credit[-1].get(ref, {}).get(key) if credit else None
 
 

@@ -391,17 +391,19 @@ def policy_candidates(engine, tok: Tokenizer, tasks: list, simulator, cfg: Rollo
     """Held-out turn states of the actor's own, with the actions it would take there, valued by the oracle.
 
     The credit check's second population, next to the fixed menu of `oracle_candidates`: one
-    sampled episode of the actor per synthetic held-out task, `num_states` of their turn states
-    drawn with a seeded shuffle, n actions sampled from the actor at each, and each distinct action
-    kept once (in first-sampled order). These are the comparisons the actor stage asks of the
-    critic, on tasks neither trained on. Returns (states, actions per state, oracle value of each).
+    sampled episode of the actor on each of the first `num_states` synthetic held-out tasks,
+    `num_states` of their turn states drawn with a seeded shuffle, n actions sampled from the actor
+    at each (with another seed than the episodes, so the first is not the episode's own action), and
+    each distinct action kept once, in first-sampled order. These are the kind of actions the actor
+    stage ranks, on tasks neither the actor nor the critic trained on. Returns (states, actions per
+    state, oracle value of each action).
     """
     from sweet_megatron.env.synthetic import oracle_action_value
 
-    synthetic = [t for t in tasks if t.synthetic]
+    synthetic = [t for t in tasks if t.synthetic][:num_states]
     episodes = rollout(engine, tok, synthetic, simulator, cfg, greedy=False, seed=seed)
     states = sample_states(episodes, {t.task_id: t for t in synthetic}, num_states, seed)
-    actions = [list(dict.fromkeys(row)) for row in candidates(engine, tok, states, n, cfg, seed)]
+    actions = [list(dict.fromkeys(row)) for row in candidates(engine, tok, states, n, cfg, seed + 1)]
     values = [[oracle_action_value(s.task, s.messages, a) for a in row] for s, row in zip(states, actions, strict=True)]
     return states, actions, values
 
@@ -410,16 +412,18 @@ def credit_accuracy(scores: torch.Tensor, states: list, actions: list[tuple[int,
                     oracle: list[list[float]]) -> dict:
     """Turn-ranking accuracy of scores [A] (one per (state index, action) in `actions`, grouped by
     state in order) against the oracle values, over all pairs and by kind of pair: between two
-    questions (and among them those whose value only the code decides, where the reference can
-    help with questions at all), between two answers, and a question against an answer."""
+    actions that are not answers ("questions": mostly questions, also whatever else a sampled action
+    says), among them the questions whose value only the code decides (where the reference can help
+    with questions at all), between two answers, and a question against an answer ("mixed")."""
     from sweet_megatron.algorithms.ranking import pairwise_ranking_accuracy
     from sweet_megatron.env.episode import extract_answer
     from sweet_megatron.env.synthetic import depends_on_hidden_code
 
     values = torch.tensor([v for row in oracle for v in row], dtype=torch.float64)
     groups = torch.tensor([g for g, _ in actions])
-    is_answer = torch.tensor([extract_answer(c) is not None for _, c in actions])
-    hidden_code = torch.tensor([depends_on_hidden_code(states[g].task, states[g].messages, c) for g, c in actions])
+    is_answer = torch.tensor([extract_answer(c) is not None for _, c in actions], dtype=torch.bool)
+    hidden_code = torch.tensor([depends_on_hidden_code(states[g].task, states[g].messages, c) for g, c in actions],
+                               dtype=torch.bool)
     acc, n = pairwise_ranking_accuracy(scores, values, groups)
     result = {"turn_ranking_accuracy": float(acc), "pairs": n}
     for kind, keep in {"questions": ~is_answer, "answers": is_answer, "code_questions": hidden_code}.items():

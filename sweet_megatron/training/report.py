@@ -16,6 +16,12 @@ def _success_curve(results: dict) -> list[tuple[str, float]]:
     return curve
 
 
+def _credit(results: dict) -> list[dict]:
+    """The credit checks' results, by iteration (numerically: credit_10 after credit_9)."""
+    its = sorted(int(k.split("_")[1]) for k in results if k.startswith("credit_") and k.split("_")[1].isdigit())
+    return [results[f"credit_{i}"] for i in its]
+
+
 def summary(results: dict) -> dict:
     """The headline numbers: success before/after on held-out tasks, critic ranking accuracy."""
     curve = _success_curve(results)
@@ -23,7 +29,7 @@ def summary(results: dict) -> dict:
     if curve:
         out["success_before"] = curve[0][1]
         out["success_after"] = curve[-1][1]
-    credit = [results[k] for k in sorted(results) if k.startswith("credit_")]
+    credit = _credit(results)
     if credit:
         for key, name in (("with_reference", "critic"), ("without_reference", "critic_noref")):
             if key in credit[-1]:
@@ -51,11 +57,12 @@ def write_report(run_dir: Path, results: dict, timings: dict, config: dict) -> P
     if curve:
         lines += ["", "## Held-out success per iteration", "", "| after | success rate |", "|---|---|"]
         lines += [f"| {name} | {v:.3f} |" for name, v in curve]
-    credit = [results[k] for k in sorted(results) if k.startswith("credit_")]
+    credit = _credit(results)
     if credit:
         lines += ["", "## Critic turn-ranking accuracy against the oracle (held-out turns, last iteration)", "",
-                  "Fixed menu: every action an agent could take at the scripted agent's states. The actor's own: "
-                  "the distinct actions the actor samples at the states of its own held-out episodes.", "",
+                  "Fixed menu: every action an agent could take at the scripted agent's states."
+                  + (" The actor's own: the distinct actions the actor samples at the states of its own held-out "
+                     "episodes." if any("policy_pairs" in r for r in credit[-1].values()) else ""), "",
                   "| candidates | critic | all pairs | questions only | questions only the code decides | answers only "
                   "| a question against an answer |", "|---|---|---|---|---|---|---|"]
         for population, pre in (("fixed menu", ""), ("the actor's own", "policy_")):

@@ -421,16 +421,21 @@ class SweetTrainer:
         scripted agent's turn states (`ep.oracle_candidates`), and the actor's own sampled actions at
         the states of its own held-out episodes (`ep.policy_candidates`; keys prefixed `policy_`)."""
         sw = self.cfg.sweet
+        if not any(t.synthetic for t in self.eval_tasks):
+            if is_rank0():
+                log.warning("credit check skipped: no held-out task is synthetic, so no oracle values its actions "
+                            "(sweet.credit_check=false turns this off)")
+            return {}
         states, candidates, oracle = ep.oracle_candidates(self.eval_tasks, self.simulator, self.tok,
                                                           self.cfg.rollout.max_turns, sw.credit_states)
         actions = [(g, c) for g, row in enumerate(candidates) for c in row]
         result = ep.credit_accuracy(self.score_actions(critic, critic_ref, states, actions, with_reference),
-                                        states, actions, oracle)
+                                    states, actions, oracle)
         if sw.credit_policy_states:
             states, candidates, oracle = self._policy_credit_set(it)
             actions = [(g, c) for g, row in enumerate(candidates) for c in row]
             policy = ep.credit_accuracy(self.score_actions(critic, critic_ref, states, actions, with_reference),
-                                            states, actions, oracle)
+                                        states, actions, oracle)
             result |= {f"policy_{k}": v for k, v in policy.items()}
         name = "critic" if with_reference else "critic_noref"
         self.metrics.log("credit", it, {f"{name}/{k}": v for k, v in result.items()})

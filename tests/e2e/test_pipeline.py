@@ -71,9 +71,13 @@ def _check_run(run_dir: Path, stdout: str) -> dict:
     assert "success_before" in results and "success_after" in results
     assert 0.0 <= results["success_after"] <= 1.0
     assert "critic_turn_ranking_accuracy" in results and "critic_noref_turn_ranking_accuracy" in results
-    # Both critics ranked the same sampled candidates of the actor on held-out states.
+    # Both critics ranked the actor's own held-out candidates, sampled once for the two.
     credit = results["details"]["credit_0"]
+    assert "policy_turn_ranking_accuracy" in credit["with_reference"]
     assert credit["with_reference"]["policy_pairs"] == credit["without_reference"]["policy_pairs"]
+    log = (run_dir / "train.log").read_text()
+    assert log.count("phase credit_policy_candidates: start") == 1, "candidates sampled once per iteration"
+    assert log.count("the actor's own candidates: turn-ranking accuracy") == 2
     assert (run_dir / "results.md").exists() and (run_dir / "report.png").exists()
     stages = {json.loads(line)["stage"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()}
     assert {"sft", "critic", "critic_noref", "actor", "eval", "sync"} <= stages, stages
