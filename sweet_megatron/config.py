@@ -260,6 +260,10 @@ class SweetConfig:
     sweet.credit_baseline=false: that check compares the two critics itself)."""
     actor_states: int = 64
     """Turn states sampled for the actor stage per iteration."""
+    actor_scorer: str = "critic"
+    """What ranks the actor's candidate actions: 'critic' (SWEET-RL: the critic's advantage) or
+    'oracle' (a diagnostic on synthetic tasks only: the oracle's value of each action, i.e. a perfect
+    per-turn critic; it shows how much of the actor's result the critic's errors cost)."""
     num_candidates: int = 16
     pairs_per_turn: int = 4
     min_pair_margin: float = 0.0
@@ -273,6 +277,7 @@ class SweetConfig:
     def __post_init__(self) -> None:
         _choice("sweet.critic_reduction", self.critic_reduction, ("per_turn_sum", "pooled_mean"))
         _choice("sweet.critic_pairs", self.critic_pairs, ("best_vs_worse", "all_ordered"))
+        _choice("sweet.actor_scorer", self.actor_scorer, ("critic", "oracle"))
         if self.rows_per_step < 1:
             raise ConfigError("sweet.rows_per_step must be >= 1")
         if self.credit_states < 1:

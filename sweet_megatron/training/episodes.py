@@ -312,6 +312,20 @@ def turn_pair_groups(tok: Tokenizer, states: list[TurnState], cands: list[list[s
     return groups, [s for grp in groups for s in grp], texts
 
 
+def oracle_scores(states: list[TurnState], cands: list[list[str]]) -> torch.Tensor:
+    """The synthetic oracle's value [G, M] of each of M candidate actions at each of G turn states
+    (sweet.actor_scorer=oracle: a perfect per-turn critic, a diagnostic). Raises ValueError when a
+    state's task is not synthetic, as no oracle values its actions."""
+    from sweet_megatron.env.synthetic import oracle_action_value
+
+    for s in states:
+        if not s.task.synthetic:
+            raise ValueError(f"sweet.actor_scorer=oracle: task {s.task.task_id!r} is not synthetic, so no oracle "
+                             "values its actions; use sweet.actor_scorer=critic (or task=synthetic)")
+    return torch.tensor([[oracle_action_value(s.task, s.messages, c) for c in row]
+                         for s, row in zip(states, cands, strict=True)], dtype=torch.float32)
+
+
 def pair_oracle_agreement(states: list[TurnState], pairs: list[tuple]) -> dict[str, float] | None:
     """How the actor's training pairs agree with the synthetic oracle (None unless every task is
     synthetic): the fractions of pairs whose chosen action the oracle values higher ('agree'),

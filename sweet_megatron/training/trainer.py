@@ -83,6 +83,11 @@ class SweetTrainer:
         with self.timer("tasks"):
             self.train_tasks, self.eval_tasks = ep.load_task_splits(cfg.task)
             self.tasks_by_id = {t.task_id: t for t in self.train_tasks + self.eval_tasks}
+        if cfg.sweet.actor_scorer == "oracle" and not all(t.synthetic for t in self.train_tasks):
+            from sweet_megatron.config import ConfigError
+
+            raise ConfigError("sweet.actor_scorer=oracle needs synthetic training tasks (the oracle values only "
+                              "their actions); use task=synthetic or sweet.actor_scorer=critic")
         # Tokenizer: the configured files, the initial checkpoint's own, or a sentencepiece model
         # trained on generated text.
         from sweet_megatron.checkpoint.model_io import load_model_checkpoint, resolve_checkpoint
@@ -384,7 +389,8 @@ class SweetTrainer:
             candidates = ep.candidates(self.engine, self.tok, states, sw.num_candidates, self.cfg.rollout,
                                        seed=self.cfg.seed + 7 * it)
         with self.timer("actor_scoring"):
-            scores = self.score_candidates(critic, critic_ref, states, candidates, sw.critic_reference)
+            scores = (ep.oracle_scores(states, candidates) if sw.actor_scorer == "oracle" else
+                      self.score_candidates(critic, critic_ref, states, candidates, sw.critic_reference))
         distinct = len(ep.distinct_actions(candidates)[0]) / max(len(candidates), 1)
         if is_rank0():
             log.info("actor: %d states, %d candidates each, %.1f distinct on average", len(states),

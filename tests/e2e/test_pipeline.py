@@ -156,3 +156,7 @@ def test_bad_layout_and_mistyped_key_exit_nonzero(tmp_path):
     typo = subprocess.run([sys.executable, "-m", "sweet_megatron.cli.train", "train.stepz=3",
                            f"run_dir={tmp_path}"], capture_output=True, text=True, timeout=300)
     assert typo.returncode != 0 and "train.stepz" in typo.stderr
+    oracle = subprocess.run([sys.executable, "-m", "sweet_megatron.cli.train", "task=colbench_backend",
+                             "sweet.actor_scorer=oracle", "stage=critic", f"run_dir={tmp_path}"],
+                            capture_output=True, text=True, timeout=300)
+    assert oracle.returncode == 2 and "sweet.actor_scorer=oracle needs synthetic training tasks" in oracle.stderr

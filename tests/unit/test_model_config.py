@@ -73,6 +73,9 @@ def test_config_errors_name_the_key():
         load_config(["parallel.tensor_parallel=two"])
     with pytest.raises(ConfigError, match="sweet.critic_pairs"):
         load_config(["sweet.critic_pairs=all"])
+    with pytest.raises(ConfigError, match="sweet.actor_scorer"):
+        load_config(["sweet.actor_scorer=critics"])
+    assert load_config(["sweet.actor_scorer=oracle"]).sweet.actor_scorer == "oracle"
     with pytest.raises(ConfigError, match="sweet.credit_baseline=false"):
         load_config(["sweet.critic_reference=false", "sweet.credit_baseline=true"])
     assert load_config(["sweet.critic_reference=false"]).sweet.critic_reference is False

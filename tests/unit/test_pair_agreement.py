@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sweet_megatron.data.chat import Message
 from sweet_megatron.env.synthetic import ANSWER_MARK, QUESTIONS, generate_tasks, spec_of
-from sweet_megatron.training.episodes import TurnState, pair_oracle_agreement
+from sweet_megatron.training.episodes import TurnState, oracle_scores, pair_oracle_agreement
 
 
 def test_agreement_fractions_by_hand():
@@ -24,6 +26,25 @@ def test_none_for_real_tasks():
     real = type(task)(task.problem_description, task.ground_truth, task.hidden_information, task.test_cases,
                       "real-0", 0, None)
     assert pair_oracle_agreement([TurnState(real, [Message("system", "x")])], [(0, "a?", "b?")]) is None
+
+
+def test_oracle_scores_rank_candidates_and_give_only_strict_pairs():
+    """sweet.actor_scorer=oracle: the oracle's value per candidate, by hand; pairs from them agree with it."""
+    from sweet_megatron.algorithms.pairs import turn_pairs
+
+    task = next(t for t in generate_tasks(40, seed=3, difficulty=(2, 2)) if "rate" in spec_of(t).hidden)
+    state = TurnState(task, [Message("system", task.problem_description)])
+    right = f"{ANSWER_MARK}\n{task.ground_truth}"
+    row = [QUESTIONS["rate"], "Does the weather matter?", right, "Hello?", QUESTIONS["rate"], right]
+    scores = oracle_scores([state], [row])
+    assert scores.tolist() == [[1.0, -1.0, 2.0, -1.0, 1.0, 2.0]]
+    pairs = turn_pairs(scores, num_pairs=3)
+    got = [(row[c], row[r]) for c, r in zip(pairs.chosen_P.tolist(), pairs.rejected_P.tolist(), strict=True)]
+    assert got and pair_oracle_agreement([state], [(0, c, r) for c, r in got])["pairs_oracle_agree"] == 1.0
+    real = type(task)(task.problem_description, task.ground_truth, task.hidden_information, task.test_cases,
+                      "real-0", 0, None)
+    with pytest.raises(ValueError, match="actor_scorer=oracle: task 'real-0' is not synthetic"):
+        oracle_scores([TurnState(real, state.messages)], [row])
 
 
 def test_credit_check_menu_spreads_over_tasks_and_values_match_the_oracle():
