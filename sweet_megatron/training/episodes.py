@@ -312,18 +312,22 @@ def turn_pair_groups(tok: Tokenizer, states: list[TurnState], cands: list[list[s
     return groups, [s for grp in groups for s in grp], texts
 
 
+def oracle_values(states: list[TurnState], actions: list[list[str]]) -> list[list[float]]:
+    """The synthetic oracle's value of each action of each state (rows may differ in length)."""
+    from sweet_megatron.env.synthetic import oracle_action_value
+
+    return [[oracle_action_value(s.task, s.messages, a) for a in row] for s, row in zip(states, actions, strict=True)]
+
+
 def oracle_scores(states: list[TurnState], cands: list[list[str]]) -> torch.Tensor:
     """The synthetic oracle's value [G, M] of each of M candidate actions at each of G turn states
     (sweet.actor_scorer=oracle: a perfect per-turn critic, a diagnostic). Raises ValueError when a
     state's task is not synthetic, as no oracle values its actions."""
-    from sweet_megatron.env.synthetic import oracle_action_value
-
     for s in states:
         if not s.task.synthetic:
             raise ValueError(f"sweet.actor_scorer=oracle: task {s.task.task_id!r} is not synthetic, so no oracle "
                              "values its actions; use sweet.actor_scorer=critic (or task=synthetic)")
-    return torch.tensor([[oracle_action_value(s.task, s.messages, c) for c in row]
-                         for s, row in zip(states, cands, strict=True)], dtype=torch.float32)
+    return torch.tensor(oracle_values(states, cands), dtype=torch.float32)
 
 
 def pair_oracle_agreement(states: list[TurnState], pairs: list[tuple]) -> dict[str, float] | None:
@@ -371,7 +375,6 @@ def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, ma
         build_answer,
         distractor_question,
         miscopied,
-        oracle_action_value,
         parse_facts,
         spec_of,
     )
@@ -379,7 +382,7 @@ def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, ma
     synthetic = [t for t in tasks if t.synthetic]
     episodes = run_episodes(ScriptedAgent(tok, tasks=synthetic), synthetic, simulator, max_turns=max_turns,
                             tokenizer=tok, score=False)
-    states, cands, values = [], [], []
+    states, cands = [], []
     for task, e in zip(synthetic, episodes, strict=True):
         spec = spec_of(task)
         msgs = e.messages()
@@ -396,8 +399,8 @@ def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, ma
             states.append(TurnState(task, state))
             cands.append(menu)
     keep = sorted(random.Random(f"credit/{seed}").sample(range(len(states)), min(max_states, len(states))))
-    values = [[oracle_action_value(states[i].task, states[i].messages, c) for c in cands[i]] for i in keep]
-    return [states[i] for i in keep], [cands[i] for i in keep], values
+    states, cands = [states[i] for i in keep], [cands[i] for i in keep]
+    return states, cands, oracle_values(states, cands)
 
 
 def policy_candidates(engine, tok: Tokenizer, tasks: list, simulator, cfg: RolloutConfig, num_states: int,
@@ -412,14 +415,11 @@ def policy_candidates(engine, tok: Tokenizer, tasks: list, simulator, cfg: Rollo
     stage ranks, on tasks neither the actor nor the critic trained on. Returns (states, actions per
     state, oracle value of each action).
     """
-    from sweet_megatron.env.synthetic import oracle_action_value
-
     synthetic = [t for t in tasks if t.synthetic][:num_states]
     episodes = rollout(engine, tok, synthetic, simulator, cfg, greedy=False, seed=seed)
     states = sample_states(episodes, {t.task_id: t for t in synthetic}, num_states, seed)
     actions = [list(dict.fromkeys(row)) for row in candidates(engine, tok, states, n, cfg, seed + 1)]
-    values = [[oracle_action_value(s.task, s.messages, a) for a in row] for s, row in zip(states, actions, strict=True)]
-    return states, actions, values
+    return states, actions, oracle_values(states, actions)
 
 
 def credit_accuracy(scores: torch.Tensor, states: list, actions: list[tuple[int, str]],
