@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from sweet_megatron.builtin import BUILTIN, resolve_builtin, shipped_names
 from sweet_megatron.model import FP8Config, ModelConfig
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,6 @@ def model_config_from_meta(meta: dict[str, Any]) -> ModelConfig:
     return ModelConfig(**fields, fp8=FP8Config(**fp8) if fp8 else FP8Config())
 
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-BUILTIN = "builtin:"
-
-
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A model checkpoint directory: a path, or `builtin:NAME` for one shipped in sweet_megatron/assets."""
     text = str(path)
@@ -82,11 +79,10 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
             raise FileNotFoundError(f"{out} is not a sweet-megatron model checkpoint ({META_FILE} is missing): "
                                     "make one with `sweet-convert hf-to-mcore` or `sweet-train stage=pretrain`")
         return out
-    name = text.removeprefix(BUILTIN)
-    out = ASSETS_DIR / name
+    out = resolve_builtin(text)
     if not (out / META_FILE).is_file():
-        shipped = sorted(p.name for p in ASSETS_DIR.iterdir() if (p / META_FILE).is_file()) if ASSETS_DIR.is_dir() else []
-        raise FileNotFoundError(f"{text}: no shipped checkpoint of that name (shipped: {', '.join(shipped) or 'none'})")
+        raise FileNotFoundError(f"{text} is a shipped data file, not a model checkpoint "
+                                f"(shipped: {', '.join(shipped_names())})")
     return out
 
 

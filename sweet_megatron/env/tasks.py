@@ -18,6 +18,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweet_megatron.builtin import resolve_builtin
+
 SIGNATURE_MARK = "The signature of the function is:"
 _SIGNATURE = re.compile(re.escape(SIGNATURE_MARK) + r"\s*(def\s+([A-Za-z_]\w*)\s*\(.*)", re.S)
 REQUIRED_FIELDS = ("problem_description", "ground_truth", "hidden_information", "test_cases")
@@ -132,8 +134,9 @@ def iter_jsonl(path: str | os.PathLike, error: type[ValueError] | None = None):
 
 
 def load_tasks(path: str | os.PathLike, limit: int | None = None) -> list[Task]:
-    """Read a JSONL file of task records (blank lines skipped). Task ids default to '<stem>:<line>'."""
-    path = Path(path)
+    """Read a JSONL file of task records (blank lines skipped): a path, or `builtin:colbench/...` for
+    the shipped ColBench sample. Task ids default to '<stem>:<line>'."""
+    path = resolve_builtin(path)
     if not path.is_file():
         raise FileNotFoundError(f"task file {path} not found")
     tasks: list[Task] = []

@@ -1,21 +1,17 @@
 """Shared fixtures of the env tests. The hostile-answer corpus is data: never import or collect it."""
 
-from pathlib import Path
-
 import pytest
+
+from sweet_megatron.builtin import resolve_builtin
 
 collect_ignore_glob = ["hostile/*"]
 
-REPO_ROOT = Path(__file__).parents[2]
-COLBENCH_DIR = REPO_ROOT.parent / "shared" / "colbench"  # the shared/ directory beside the repo root
-BACKEND_RECORDS = COLBENCH_DIR / "backend_test_0-199.jsonl"
+BACKEND_RECORDS = "builtin:colbench/backend_test_0-199.jsonl"
 
 
 @pytest.fixture(scope="session")
 def real_tasks():
-    """The 200 shared ColBench backend records (skipped with the reason when absent)."""
-    if not BACKEND_RECORDS.is_file():
-        pytest.skip(f"real ColBench records not found at {BACKEND_RECORDS} (the shared/ directory beside the repo)")
+    """The 200 real ColBench backend records shipped with the package (always present)."""
     from sweet_megatron.env.tasks import load_tasks
 
-    return load_tasks(BACKEND_RECORDS)
+    return load_tasks(resolve_builtin(BACKEND_RECORDS))

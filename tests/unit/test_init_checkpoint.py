@@ -27,8 +27,10 @@ def test_paths_and_builtin_names(tmp_path):
     assert resolve_checkpoint(str(ckpt)) == ckpt
     with pytest.raises(FileNotFoundError, match="sweet-convert hf-to-mcore"):
         resolve_checkpoint(str(tmp_path / "nothing"))
-    with pytest.raises(FileNotFoundError, match="no shipped checkpoint of that name"):
+    with pytest.raises(FileNotFoundError, match="nothing of that name ships.*builtin:base-small"):
         resolve_checkpoint("builtin:no-such-model")
+    with pytest.raises(FileNotFoundError, match="a shipped data file, not a model checkpoint"):
+        resolve_checkpoint("builtin:colbench/backend_test_0-199.jsonl")
 
 
 def test_shipped_base_model_is_a_complete_checkpoint():

@@ -1,0 +1,27 @@
+"""Shipped files are found through the package, from any working directory."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sweet_megatron.builtin import resolve_builtin, shipped_names
+from sweet_megatron.env.tasks import load_tasks
+
+
+def test_shipped_colbench_sample_loads_from_any_directory(tmp_path):
+    assert {"builtin:base-small", "builtin:colbench/backend_test_0-199.jsonl",
+            "builtin:colbench/frontend_test_0-49.jsonl"} <= set(shipped_names())
+    code = ("from sweet_megatron.env.tasks import load_tasks;"
+            "print(len(load_tasks('builtin:colbench/backend_test_0-199.jsonl')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ}, check=True)
+    assert out.stdout.strip() == "200"
+    assert len(resolve_builtin("builtin:colbench/frontend_test_0-49.jsonl").read_text().splitlines()) == 50
+
+
+def test_unknown_builtin_names_what_ships():
+    with pytest.raises(FileNotFoundError, match="builtin:colbench/backend_test_0-199.jsonl"):
+        load_tasks("builtin:colbench/nope.jsonl")
+    assert str(resolve_builtin("relative/path.jsonl")) == "relative/path.jsonl"
