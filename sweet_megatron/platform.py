@@ -17,7 +17,7 @@ dist_checkpointing. The layer is:
    entered on the thread that calls `setup_platform()`; call `enter_cpu_mode()` on any other thread
    that runs the model.
 
-Known consequences (measured; see ../shared/FINDINGS.md): megatron logs "CPU RNG state changed
+Known consequences (measured): megatron logs "CPU RNG state changed
 within GPU RNG context" (expected: CPU and "CUDA" RNG are the same generator here); the layer costs
 nothing measurable at hidden size 256.
 """

@@ -25,3 +25,16 @@ def test_unknown_builtin_names_what_ships():
     with pytest.raises(FileNotFoundError, match="builtin:colbench/backend_test_0-199.jsonl"):
         load_tasks("builtin:colbench/nope.jsonl")
     assert str(resolve_builtin("relative/path.jsonl")) == "relative/path.jsonl"
+
+
+def test_nothing_reads_beside_the_repository():
+    """A user's clone has nothing beside it: no code, test, example or CI step names the sibling
+    shared/ directory of the developers' machines."""
+    from pathlib import Path
+
+    repo = Path(__file__).parents[2]
+    needle = "../" + "shared"
+    hits = [f"{p.relative_to(repo)}:{n}" for top in ("sweet_megatron", "tests", "examples", "kernels", "slurm", ".ci")
+            for p in (repo / top).rglob("*") if p.is_file() and p.suffix in {".py", ".sh", ".yaml", ".md", ""}
+            for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if needle in line]
+    assert not hits, hits
