@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from sweet_megatron.config import ConfigError, register_schemas, to_run_config
 from sweet_megatron.parallel import LayoutError
+from sweet_megatron.training.preemption import PREEMPTED_EXIT, Preempted
 
 register_schemas()
 
@@ -28,7 +29,12 @@ def _main(raw: DictConfig) -> None:
     except (ConfigError, LayoutError) as exc:
         print(f"sweet-train: configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
-    results = trainer.run()
+    try:
+        results = trainer.run()
+    except Preempted as exc:
+        print(f"sweet-train: {exc}; rerun the same command (or let the job requeue) to resume", file=sys.stderr)
+        trainer.close()
+        sys.exit(PREEMPTED_EXIT)
     trainer.close()
     before = results.get("eval_before", {}).get("success_rate")
     after = [v for k, v in sorted(results.items()) if k.startswith("eval_") and k != "eval_before"]

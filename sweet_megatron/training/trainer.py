@@ -40,6 +40,7 @@ from sweet_megatron.training.losses import (
     trajectory_dpo_loss_fn,
 )
 from sweet_megatron.training.metrics import MetricsLogger, PhaseTimer, Progress, is_rank0, setup_logging
+from sweet_megatron.training.preemption import Preempted, StopRequest
 from sweet_megatron.training.runner import ModelRunner, sft_loss
 
 log = logging.getLogger("sweet_megatron")
@@ -74,6 +75,8 @@ class SweetTrainer:
         self.timer = PhaseTimer()
         self.metrics = MetricsLogger(self.run_dir, cfg.train.tensorboard)
         self.progress = Progress(cfg.train.progress)
+        self.stop = StopRequest(self.platform.device)
+        self.stop.install()
         if is_rank0():
             log.info("run directory: %s (world size %d, layout tp=%d pp=%d dp=%d, %s spec)", self.run_dir,
                      parallel.world_size(), cfg.parallel.tensor_parallel, cfg.parallel.pipeline_parallel,
@@ -176,6 +179,8 @@ class SweetTrainer:
         if result is not None:
             self.state["results"][key] = result
         self._save({"actor": self.actor})
+        if self.stop.agreed():
+            raise Preempted(key, 0)
 
     @property
     def _share_prefix(self) -> bool:
@@ -235,6 +240,12 @@ class SweetTrainer:
             self.progress.advance(task, f"loss {last['loss']:.4f}")
             if on_step is not None:
                 on_step(step + 1)
+            if self.stop.agreed():
+                # A stage that records its step (`on_step`: sft, pretrain) resumes at the next one from
+                # this checkpoint; the others restart from the checkpoint at their beginning.
+                if on_step is not None:
+                    self._save({"actor": self.actor})
+                raise Preempted(stage, step + 1)
         return last
 
     # ------------------------------------------------------------------------------------ stages

@@ -3,6 +3,7 @@ sbatch it, wait for the job, and check that torchrun trained on two gloo ranks i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "slurm" / "local_cluster.sh"
@@ -73,7 +75,8 @@ def _wait(job: str, env: dict, timeout_s: float) -> dict:
 def _submit(env: dict, log: Path, minutes: int, overrides: list[str]) -> str:
     """sbatch slurm/train_sweet.sh on the one node, without GPUs; returns the job id."""
     submit = subprocess.run(
-        ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", f"--output={log}", f"--time={minutes}",
+        ["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", "--cpus-per-task=2", f"--output={log}",
+         f"--time={minutes}",
          str(REPO / "slurm" / "train_sweet.sh"), *overrides],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert submit.returncode == 0, submit.stderr
@@ -102,3 +105,56 @@ def test_sbatch_reports_a_bad_override_as_a_failed_job(cluster, tmp_path):
     fields = _wait(job, env, timeout_s=180)
     assert fields["JobState"] == "FAILED" and fields["ExitCode"] != "0:0"
     assert "stepz" in log.read_text()
+
+
+def _sft_steps(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [m for m in map(json.loads, filter(None, lines)) if m.get("stage") == "sft"]
+
+
+def test_warning_signal_mid_sft_requeues_and_resumes_to_the_same_weights(cluster, tmp_path):
+    """Slurm's time-limit warning (USR1 to the batch shell, as --signal=B:USR1@300 sends it) mid-SFT:
+    every rank stops after the same step with a checkpoint, the job requeues itself, and the
+    restarted job ends with the same weights and optimizer state as a run never interrupted."""
+    from tests.checkpoint.test_sweet_train_resume import _final_state
+
+    steps = 12
+    overrides = ["stage=sft", f"train.steps={steps}", "train.log_every=1",
+                 *(o for o in TINY if not o.startswith("train.steps="))]
+    ref_dir = tmp_path / "ref"
+    ref = subprocess.run([sys.executable, "-m", "sweet_megatron.cli.train", f"run_dir={ref_dir}", *overrides],
+                         capture_output=True, text=True, timeout=400)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    run_dir, log = tmp_path / "run", tmp_path / "job.out"
+    env = {**cluster, "GPUS_PER_NODE": "1"}
+    job = _submit(env, log, 10, [f"run_dir={run_dir}", *overrides])
+    deadline = time.time() + 300
+    while len(_sft_steps(run_dir)) < 3:
+        assert time.time() < deadline, "the job logged no SFT step in time: " + (log.read_text() if log.exists() else "")
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=env, check=True)
+    # a requeued job waits for its begin time: let it start again at once
+    requeue_deadline = time.time() + 120
+    while "Restarts=1" not in subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True,
+                                             text=True).stdout:
+        assert time.time() < requeue_deadline, "the job was not requeued: " + log.read_text()[-3000:]
+        time.sleep(1)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, capture_output=True)
+    fields = _wait(job, env, timeout_s=400)
+    text = log.read_text()
+    assert fields["JobState"] == "COMPLETED" and fields["Restarts"] == "1", text[-3000:]
+    assert "USR1 received" in text and "requeueing job" in text and "stopped on request after sft step" in text
+    assert "resumed from" in text
+
+    want = {m["step"]: {k: v for k, v in m.items() if k != "time"} for m in _sft_steps(ref_dir)}
+    got = _sft_steps(run_dir)
+    assert {m["step"] for m in got} == set(want) == set(range(1, steps + 1))
+    assert len(got) == steps, "a step was run twice or lost"
+    for m in got:
+        assert {k: v for k, v in m.items() if k != "time"} == want[m["step"]], f"step {m['step']}"
+    a, b = _final_state(ref_dir), _final_state(run_dir)
+    assert a.keys() == b.keys() and sum(isinstance(v, torch.Tensor) for v in a.values()) > 20
+    for key, v in a.items():
+        assert torch.equal(b[key], v) if isinstance(v, torch.Tensor) else b[key] == v, key
