@@ -110,7 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=None)
     p.add_argument("--json", type=Path, default=None, help="also write the result here")
+    p.add_argument("--compare", choices=["reference"], default=None,
+                   help="'reference': train the embedded default on its demonstrations' critic pairs two ways, "
+                        "ours and the reference implementation's (one sequence per micro-batch, full log_softmax), "
+                        "and print both rates and the ratio (bench/compare_reference.py)")
+    p.add_argument("--pairs", type=int, default=96, help="with --compare: critic pairs trained")
     args = p.parse_args(argv)
+    if args.compare == "reference":
+        from sweet_megatron.bench.compare_reference import run
+
+        return run(args.pairs, args.steps, args.warmup, args.json)
 
     import torch.distributed as dist
 
