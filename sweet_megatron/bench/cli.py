@@ -16,6 +16,9 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                      "local KV-cache rollout engine: tokens/s for a batch of prompts"),
     "train": ("sweet_megatron.bench.train_step", "main",
               "one trainer step (megatron model, DDP, optimizer, packed rows): tokens/s, model TFLOP/s, MFU"),
+    "rollout": ("sweet_megatron.bench.rollout", "main",
+                "one RL iteration's rollout side by phase: wake, weight sync (gather, load, GB/s), generation "
+                "tokens/s, simulator, evaluator, sleep"),
     "convert": ("sweet_megatron.bench.convert", "main",
                 "sweet-convert on a synthetic wide Llama: peak RSS per process vs the model size"),
 }
