@@ -77,9 +77,9 @@ class OptimConfig:
 class TrainConfig:
     """The trainer loop: steps, batch sizes, logging and checkpoints."""
 
-    steps: int = 60
+    steps: int = 500
     """Optimizer steps for the SFT stage."""
-    rows_per_step: int = 8
+    rows_per_step: int = 2
     """Packed rows in one global batch (split over data-parallel ranks, then into microbatches)."""
     pack_length: int = 512
     """Row length for packing (longer only when one group needs it, up to model.seq_length)."""
@@ -87,8 +87,8 @@ class TrainConfig:
     """SFT loss weight of the tokens outside the agent's actions (the task description, the
     person's replies), relative to 1 for action tokens (0: actions only). Measured on the demo, it did
     not give a better warm start (docs/cpu_demo.md)."""
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    log_every: int = 5
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, min_lr=2e-4))
+    log_every: int = 50
     """Log metrics every N steps."""
     save_every: int = 0
     """Save a checkpoint every N steps within a stage (0: only at stage ends)."""
@@ -98,7 +98,7 @@ class TrainConfig:
     """Write TensorBoard event files beside metrics.jsonl."""
     progress: bool = True
     """Show a rich progress bar on rank 0."""
-    init_from: str | None = None
+    init_from: str | None = "builtin:base-small"
     """A megatron checkpoint (e.g. from `sweet-convert hf-to-mcore`) to start the model from."""
 
     def __post_init__(self) -> None:
@@ -141,15 +141,15 @@ class TaskConfig:
     """'synthetic' (generated offline from a seed) or 'colbench' (a JSONL file in the backend schema)."""
     path: str | None = None
     """JSONL file of tasks when source=colbench."""
-    num_train: int = 256
-    num_eval: int = 64
+    num_train: int = 1024
+    num_eval: int = 128
     min_difficulty: int = 1
     max_difficulty: int = 3
     seed: int = 0
     eval_seed: int | None = None
     """Seed of the held-out tasks (null: task.seed). Fix it to compare seeds on one benchmark: the
     training tasks and demonstrations still follow task.seed."""
-    num_demos: int = 512
+    num_demos: int = 1024
     """Scripted demonstrations for the SFT warm start."""
     demo_ask_prob: float = 0.7
     """Chance the noisy scripted demonstrator asks about each hidden detail."""
@@ -168,7 +168,7 @@ class RolloutConfig:
 
     engine: str = "local"
     """'local' (transformers with KV cache, CPU default) or 'vllm' (GPU, co-located)."""
-    temperature: float = 1.0
+    temperature: float = 0.7
     top_p: float = 1.0
     max_tokens: int = 96
     """Most tokens in one agent turn."""
@@ -212,7 +212,7 @@ class SweetConfig:
 
     iterations: int = 1
     """collect -> critic -> actor rounds."""
-    episodes_per_iter: int = 128
+    episodes_per_iter: int = 256
     """Episodes collected per iteration (sampled at rollout.temperature)."""
     rollouts_per_task: int = 4
     """Episodes per task in a collection round, so the critic gets same-task pairs."""
@@ -248,8 +248,8 @@ class SweetConfig:
     """Which same-task trajectory pairs train the critic (and multi-turn DPO): 'best_vs_worse' (the
     reference implementation: the task's best against each worse one) or 'all_ordered' (every pair
     with a strictly higher reward chosen)."""
-    critic_steps: int = 20
-    critic_lr: float = 1e-3
+    critic_steps: int = 30
+    critic_lr: float = 3e-4
     critic_beta: float = 1.0
     critic_reduction: str = "per_turn_sum"
     """'per_turn_sum' (the paper: sum over turns of per-turn means) or 'pooled_mean' (the reference
@@ -258,7 +258,7 @@ class SweetConfig:
     """Show the actor's critic the reference solution (SWEET-RL). false: the paper's ablation without
     training-time information, the same critic and actor on the dialogue alone (then leave
     sweet.credit_baseline=false: that check compares the two critics itself)."""
-    actor_states: int = 64
+    actor_states: int = 32
     """Turn states sampled for the actor stage per iteration."""
     actor_scorer: str = "critic"
     """What ranks the actor's candidate actions: 'critic' (SWEET-RL: the critic's advantage) or
@@ -270,7 +270,7 @@ class SweetConfig:
     """Actor pairs need a critic score gap above this many standard deviations of the state's
     candidate scores (0: any strictly better pair, as in the paper)."""
     actor_steps: int = 30
-    actor_lr: float = 3e-4
+    actor_lr: float = 5e-5
     dpo_beta: float = 0.1
     nll_coef: float = 0.01
 
