@@ -101,11 +101,19 @@ class MetricsLogger:
 
 
 class Progress:
-    """A rich progress bar on rank 0 when enabled and attached to a terminal-ish stream; else silent."""
+    """Progress of long loops on rank 0: a rich bar on a terminal; otherwise (a file, a pipe: Slurm,
+    CI, `tee`) one plain log line per task every `interval_s` seconds, and at its first and last
+    step: `<task>: step k/N, <info>, <rate> steps/s, <time> left`. Silent when disabled."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, interval_s: float = 15.0, stream=None, clock=time.monotonic) -> None:
         self._progress = None
-        if enabled and is_rank0():
+        self._lines: dict[int, dict] = {}
+        self.enabled = enabled and is_rank0()
+        self.interval_s = interval_s
+        self._clock = clock
+        stream = sys.stderr if stream is None else stream
+        self._tty = self.enabled and hasattr(stream, "isatty") and stream.isatty()
+        if self._tty:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(
@@ -115,14 +123,44 @@ class Progress:
             self._progress.start()
 
     def task(self, description: str, total: int) -> int | None:
-        if self._progress is None:
+        if self._progress is not None:
+            return self._progress.add_task(description, total=total, info="")
+        if not self.enabled:
             return None
-        return self._progress.add_task(description, total=total, info="")
+        key = len(self._lines)
+        now = self._clock()
+        self._lines[key] = {"name": description, "total": total, "done": 0, "start": now, "last": None}
+        return key
 
     def advance(self, task: int | None, info: str = "", n: int = 1) -> None:
-        if self._progress is not None and task is not None:
+        if task is None:
+            return
+        if self._progress is not None:
             self._progress.update(task, advance=n, info=info)
+            return
+        t = self._lines[task]
+        t["done"] += n
+        now = self._clock()
+        finished = t["done"] >= t["total"]
+        if t["last"] is not None and now - t["last"] < self.interval_s and not finished:
+            return
+        t["last"] = now
+        elapsed = max(now - t["start"], 1e-9)
+        rate = t["done"] / elapsed
+        left = (t["total"] - t["done"]) / rate if rate > 0 else float("inf")
+        log.info("%s: step %d/%d%s, %.3g steps/s, %s", t["name"], t["done"], t["total"], f", {info}" if info else "",
+                 rate, "done" if finished else f"{_duration(left)} left")
 
     def close(self) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+def _duration(seconds: float) -> str:
+    """'1h02m', '4m05s', '12s'."""
+    if seconds == float("inf"):
+        return "?"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
