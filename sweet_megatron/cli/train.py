@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
+from sweet_megatron.training.metrics import filter_library_warnings
 
-from sweet_megatron.config import ConfigError, register_schemas, to_run_config
-from sweet_megatron.parallel import LayoutError
-from sweet_megatron.training.preemption import PREEMPTED_EXIT, Preempted
+filter_library_warnings()  # before megatron is imported: its import-time warnings are among them
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from sweet_megatron.config import ConfigError, register_schemas, to_run_config  # noqa: E402
+from sweet_megatron.parallel import LayoutError  # noqa: E402
+from sweet_megatron.training.preemption import PREEMPTED_EXIT, Preempted  # noqa: E402
 
 register_schemas()
 

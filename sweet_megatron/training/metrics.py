@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,6 +36,28 @@ def setup_logging(run_dir: Path | None = None) -> None:
                         force=True)
     for noisy in ("megatron", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+LIBRARY_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    # megatron-core without Apex / Transformer Engine (CPU: neither exists there; NVIDIA's container has both)
+    (UserWarning, r"(Transformer Engine and )?Apex (is|are) not installed"),
+    (UserWarning, r"full scope is deprecated"),  # megatron's own TransformerConfig default
+    # torch and megatron's dist_checkpointing about their internal APIs
+    (FutureWarning, r"`load_state_dict` is deprecated"),
+    (FutureWarning, r"Please use DTensor instead and we are deprecating ShardedTensor"),
+    (FutureWarning, r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)` is deprecated"),
+    (UserWarning, r"The \.grad attribute of a Tensor that is not a leaf Tensor is being accessed"),
+    (FutureWarning, r"`past_key_values` is deprecated"),  # transformers' Llama, in the local engine
+)
+"""Warnings about the libraries' own internals that a user of sweet-train cannot act on."""
+
+
+def filter_library_warnings() -> None:
+    """Silence LIBRARY_WARNINGS and megatron's INFO logs, once, at the start of an entry point (before megatron is imported).
+    Every other warning, ours included, still shows."""
+    for category, message in LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    logging.getLogger("megatron").setLevel(logging.WARNING)  # its import-time INFO lines (FSDP backends)
 
 
 class PhaseTimer:
