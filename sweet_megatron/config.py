@@ -89,7 +89,7 @@ class TrainConfig:
     not give a better warm start (docs/cpu_demo.md)."""
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, min_lr=2e-4))
     log_every: int = 50
-    """Log metrics every N steps."""
+    """Log metrics every N steps (more often in a stage of fewer than 10N steps: at least 10 points each)."""
     save_every: int = 0
     """Save a checkpoint every N steps within a stage (0: only at stage ends)."""
     keep_last: int = 2

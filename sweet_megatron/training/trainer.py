@@ -228,6 +228,8 @@ class SweetTrainer:
         task = self.progress.task(stage, steps - start)
         last: dict[str, float] = {}
         per_step = rows_per_step or self.cfg.sweet.rows_per_step
+        # at least 10 points a stage: the short critic and actor stages draw a curve too
+        log_every = max(1, min(self.cfg.train.log_every, steps // 10))
         for step in range(start, steps):
             batch = ep.step_rows(rows, step, per_step, seed=self.cfg.seed)
             with self.timer(f"{stage}_step", quiet=True):
@@ -235,7 +237,7 @@ class SweetTrainer:
             count = max(m.pop("count"), 1.0)
             last = {"loss": m.pop("loss_sum") / count, **{k: m[k] / count for k in keys}, "grad_norm": m["grad_norm"],
                     "lr": m["lr"], "units": count}
-            if (step + 1) % self.cfg.train.log_every == 0 or step + 1 == steps:
+            if (step + 1) % log_every == 0 or step + 1 == steps:
                 self.metrics.log(stage, step + 1, last)
             self.progress.advance(task, f"loss {last['loss']:.4f}")
             if on_step is not None:

@@ -79,8 +79,12 @@ def _check_run(run_dir: Path, stdout: str) -> dict:
     assert log.count("phase credit_policy_candidates: start") == 1, "candidates sampled once per iteration"
     assert log.count("the actor's own candidates: turn-ranking accuracy") == 2
     assert (run_dir / "results.md").exists() and (run_dir / "report.png").exists()
-    stages = {json.loads(line)["stage"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()}
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    stages = {r["stage"] for r in records}
     assert {"sft", "critic", "critic_noref", "actor", "eval", "sync"} <= stages, stages
+    # every trained stage logs a curve (each of its 2 steps here), not one point the report cannot draw
+    for stage in ("sft", "critic", "actor"):
+        assert [r["step"] for r in records if r["stage"] == stage and "loss" in r][:2] == [1, 2], stage
     assert "success before SWEET-RL" in stdout and "success after SWEET-RL" in stdout
     return results
 
