@@ -90,7 +90,7 @@ class SweetTrainer:
                               "their actions); use task=synthetic or sweet.actor_scorer=critic")
         # Tokenizer: the configured files, the initial checkpoint's own, or a sentencepiece model
         # trained on generated text.
-        from sweet_megatron.checkpoint.model_io import load_model_checkpoint, resolve_checkpoint
+        from sweet_megatron.checkpoint.model_io import resolve_checkpoint
 
         init_from = resolve_checkpoint(cfg.train.init_from) if cfg.train.init_from and cfg.stage != "pretrain" else None
         tok_cfg = ep.tokenizer_config(cfg.tokenizer, init_from)
@@ -106,7 +106,7 @@ class SweetTrainer:
             self.actor = self._runner("actor", cfg.train.optim, cfg.train.steps)
         if init_from is not None:
             _check_init_matches(init_from, self.model_cfg, cfg.train.init_from)
-            load_model_checkpoint(init_from, self.actor.chunks)
+            self.actor.load_weights(init_from)  # also refreshes the optimizer's main params
             if is_rank0():
                 log.info("initial weights: %s", init_from)
         # The rollout engine, fed from the actor's weights.
@@ -568,14 +568,12 @@ class SweetTrainer:
     def baselines(self) -> dict:
         """RFT and multi-turn DPO, each from the SFT warm start, on the first collected episodes
         (the same data SWEET-RL's first iteration used when stage=all ran in this run directory)."""
-        from sweet_megatron.checkpoint.model_io import load_model_checkpoint
-
         out = {}
         for name, fn in (("rft", self.rejection_finetune), ("mtdpo", self.trajectory_dpo)):
             if name in self.state["completed"]:
                 out[name] = self.state["results"][name]
                 continue
-            load_model_checkpoint(self.sft_model, self.actor.chunks)
+            self.actor.load_weights(self.sft_model)
             episodes = self._episodes(0)
             with self.timer(f"stage_{name}"):
                 info = fn(episodes)
