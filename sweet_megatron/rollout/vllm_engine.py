@@ -253,6 +253,7 @@ class VLLMEngine(RolloutEngine):
                 f"rollout.vllm.tensor_parallel_size={tensor_parallel_size} does not divide the world size {world}"
             )
         self.cfg = cfg
+        self.group_size = tensor_parallel_size  # ranks of one vLLM TP group pass identical prompts
         self._vllm = vllm
         self._seed = seed
         self._rng = torch.Generator().manual_seed(seed)

@@ -110,7 +110,12 @@ class SweetTrainer:
             if is_rank0():
                 log.info("initial weights: %s", init_from)
         # The rollout engine, fed from the actor's weights.
-        self.engine = ep.build_engine(cfg.rollout, self.model_cfg, seed=cfg.seed + parallel.rank())
+        from sweet_megatron.rollout.groups import engine_seed
+
+        # one seed per engine group: the ranks of a vLLM TP group must sample alike
+        group = cfg.rollout.vllm_tensor_parallel if cfg.rollout.engine == "vllm" else 1
+        self.engine = ep.build_engine(cfg.rollout, self.model_cfg,
+                                      seed=engine_seed(cfg.seed, parallel.rank(), parallel.world_size(), group))
         self.simulator = ep.build_simulator(cfg.simulator)
         self.probe = ep.text_probe(self.tok, self.eval_tasks)
         # Checkpoints and the run's state (completed stages and their results).
