@@ -137,7 +137,20 @@ class SweetTrainer:
         self.sft_model = self.run_dir / "sft_model"
 
     # ------------------------------------------------------------------------------------ plumbing
+    def _release_engine(self) -> None:
+        """The engine sleeps (frees its weights and KV cache; idempotent) before megatron allocates
+        or trains, and unreachable runners are collected (DDP hooks form reference cycles), so
+        their device memory is free for the next one. Issue 18 #7."""
+        self.engine.sleep()
+        import gc
+
+        gc.collect()
+        if self.platform.is_cuda:
+            torch.cuda.empty_cache()
+
     def _runner(self, name: str, optim: OptimConfig | None, steps: int) -> ModelRunner:
+        if hasattr(self, "engine"):
+            self._release_engine()
         with self.timer(f"build_{name}"):
             return ModelRunner(self.model_cfg, self.cfg.parallel, self.platform, optim, total_steps=steps, name=name)
 
@@ -155,9 +168,10 @@ class SweetTrainer:
         from sweet_megatron.rollout.resharding import sync_weights
 
         with self.timer("weight_sync"):
-            self.engine.wake()
+            # update, then wake: after a level-2 sleep vLLM holds no weights to wake (SleepSequencer)
             sync_weights(self.engine, self.actor.modules(), self.model_cfg,
                          bucket_bytes=self.cfg.rollout.bucket_mb << 20)
+            self.engine.wake()
             gap = check_weight_sync(
                 self.engine, lambda p, c: megatron_score(self.actor.modules(), p, c, self.model_cfg),
                 self.probe, threshold=self.cfg.rollout.max_probe_gap,
@@ -199,6 +213,8 @@ class SweetTrainer:
         """Packed rows of `groups` (with the reference model's log-probs attached when `ref`).
         With shared prefixes, consecutive groups of equal `keys` (the same turn state) are merged
         into one group, as long as it fits the row length the groups get alone."""
+        if ref is not None:
+            self._release_engine()
         length = self._row_length(groups)
         if self._share_prefix and keys is not None:
             groups = merge_groups(groups, keys, length)
@@ -225,6 +241,7 @@ class SweetTrainer:
                start: int = 0, on_step=None, rows_per_step: int | None = None) -> dict[str, float]:
         """`steps` optimizer steps over shuffled rows, `rows_per_step` each (default
         sweet.rows_per_step, the pair stages' batch); returns the last metrics."""
+        self._release_engine()
         task = self.progress.task(stage, steps - start)
         last: dict[str, float] = {}
         per_step = rows_per_step or self.cfg.sweet.rows_per_step
