@@ -55,6 +55,15 @@ class Platform:
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
 
+    @property
+    def collective_device(self) -> torch.device:
+        """Where tensors passed to torch.distributed collectives must live: this rank's GPU under
+        NCCL (an NCCL-only process group has no CPU backend: "No backend type associated with device
+        type cpu"), the platform's device (the CPU) under gloo."""
+        if self.backend == "nccl" and self.device.type != "cuda":
+            return torch.device("cuda", torch.cuda.current_device())
+        return self.device
+
 
 def _is_cuda_device(dev: object) -> bool:
     if isinstance(dev, torch.device):

@@ -50,11 +50,41 @@ from sweet_kernels import reference
 
 # The one import check for the Triton path. Whether Triton compiles for the GPU or interprets on the
 # CPU was fixed by TRITON_INTERPRET when `triton_rows` (and so @triton.jit) was imported.
-try:
-    from sweet_kernels import triton_rows
-except ImportError as exc:  # triton not installed
-    triton_rows = None
-    TRITON_UNAVAILABLE_REASON = f"Triton is not importable ({exc}); install `triton` for the fused kernel"
+MIN_TRITON = (3, 2)
+
+
+def triton_version_problem(version: str | None) -> str | None:
+    """Why this Triton cannot run the kernels (None: it can). `version` is `triton.__version__`,
+    None when Triton is not installed."""
+    if version is None:
+        return "Triton is not installed; install `triton` for the fused kernel"
+    try:
+        got = tuple(int(p) for p in version.split("+")[0].split(".")[:2])
+    except ValueError:
+        return f"Triton {version!r}: unrecognised version string"
+    if got < MIN_TRITON:
+        return f"Triton {version} is older than {'.'.join(map(str, MIN_TRITON))}: upgrade it for the fused kernel"
+    return None
+
+
+def _import_triton_rows():
+    try:
+        import triton
+    except ImportError:
+        return None, triton_version_problem(None)
+    problem = triton_version_problem(getattr(triton, "__version__", "0"))
+    if problem:
+        return None, problem
+    try:
+        from sweet_kernels import triton_rows as mod
+    except Exception as exc:  # noqa: BLE001 - any failure falls back to the PyTorch path, with the reason
+        return None, f"Triton {triton.__version__} failed to build the kernels ({type(exc).__name__}: {exc})"
+    return mod, None
+
+
+triton_rows, _problem = _import_triton_rows()
+if triton_rows is None:
+    TRITON_UNAVAILABLE_REASON = f"{_problem}; the PyTorch path runs instead"
 else:
     TRITON_UNAVAILABLE_REASON = (
         "Triton kernels need a CUDA tensor, or TRITON_INTERPRET=1 set before Triton is first imported "

@@ -14,6 +14,10 @@ entropy, which also overwrites the logits with their gradient):
 Importing this module imports Triton; whether kernels compile for the GPU or run in Triton's
 interpreter is decided by TRITON_INTERPRET at that moment (`triton.jit` reads it when it
 decorates), recorded in INTERPRET. `segment_logprob.py` is the only importer.
+
+INTERPRET is read off what `triton.jit` actually returned (an `InterpretedFunction` or not), not
+from `triton.knobs`: knobs first appear in Triton 3.4, while 3.2/3.3 (torch 2.6/2.7, vLLM 0.10.x)
+read the environment variable directly in `triton/runtime/jit.py` `jit` (issue 18 #5).
 """
 
 from __future__ import annotations
@@ -22,8 +26,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-
-INTERPRET: bool = bool(triton.knobs.runtime.interpret)
+from triton.runtime.interpreter import InterpretedFunction
 
 # A tile of at most 8192 elements: 32 float32 values per thread at 8 warps on a GPU, and few,
 # wide programs under the interpreter (whose cost grows with the number of programs).
@@ -83,6 +86,9 @@ def _row_grad_kernel(
         softmax = tl.exp(x.to(tl.float32) - lse[:, None])
         d = grad[:, None] * (tl.where(cols[None, :] == target[:, None], 1.0, 0.0) - softmax)
         tl.store(out_ptr + safe_rows[:, None] * stride_out_row + cols[None, :], d.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+INTERPRET: bool = isinstance(_row_stats_kernel, InterpretedFunction)
 
 
 def row_stats(logits_CV: Tensor, target_C: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -162,16 +162,50 @@ def save_model_checkpoint(out_dir: str | os.PathLike, model_chunks: Sequence[tor
     return out
 
 
+EXTRA_STATE_SUFFIX = "_extra_state"
+
+
+def tolerated_load_mismatch(not_in_checkpoint: set[str], module_missing: list[str], module_unexpected: list[str],
+                            ckpt_dir: str | os.PathLike) -> None:
+    """Raise unless the only mismatch between a checkpoint and a model is Transformer Engine's extra state.
+
+    A checkpoint written with the local layer spec (every CPU conversion, the shipped base model)
+    has no `*._extra_state` entries; the TE spec's layers ask for them (megatron transformer/utils.py
+    `make_sharded_object_for_checkpoint`). They hold FP8 scaling metadata that a freshly built
+    layer starts without anyway, so those keys, and only those, may be absent (issue 18 #10).
+    `not_in_checkpoint`: sharded keys the model asked for that the checkpoint lacks (megatron's
+    "unexpected" keys); `module_missing` / `module_unexpected`: torch `load_state_dict` results.
+    """
+    bad_ckpt = sorted(k for k in not_in_checkpoint if not k.endswith(EXTRA_STATE_SUFFIX))
+    bad_missing = sorted(k for k in module_missing if not k.endswith(EXTRA_STATE_SUFFIX))
+    if bad_ckpt or bad_missing or module_unexpected:
+        parts = []
+        if bad_ckpt or bad_missing:
+            names = bad_ckpt or bad_missing
+            parts.append(f"the model needs {len(names)} weights the checkpoint lacks (e.g. {names[:3]})")
+        if module_unexpected:
+            parts.append(f"the checkpoint holds {len(module_unexpected)} weights the model has no place for "
+                         f"(e.g. {sorted(module_unexpected)[:3]})")
+        raise RuntimeError(f"{ckpt_dir}: {'; '.join(parts)}. Is it a checkpoint of this model (model= config)?")
+
+
 def load_model_checkpoint(ckpt_dir: str | os.PathLike, model_chunks: Sequence[torch.nn.Module]) -> dict[str, Any]:
     """Load weights saved by save_model_checkpoint (any layout) into the chunks; returns the meta. Collective.
 
     The checkpoint's dtype may differ from the parameters' (e.g. bf16 into fp32): values are cast.
+    Local-spec checkpoints load into the Transformer Engine spec (`tolerated_load_mismatch`).
     """
     from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.validation import StrictHandling
 
     meta = read_meta(ckpt_dir)
-    state = dist_checkpointing.load(sharded_model_state(model_chunks), str(ckpt_dir))
+    # RETURN_UNEXPECTED: requested keys absent from the checkpoint are dropped from the request and
+    # returned, instead of the strategy raising "Missing key in checkpoint" (serialization.py `load`,
+    # validation.py `validate_integrity_and_strict_load` / `adjust_non_strict_load`).
+    state, _, not_in_ckpt = dist_checkpointing.load(sharded_model_state(model_chunks), str(ckpt_dir),
+                                                    strict=StrictHandling.RETURN_UNEXPECTED)
     for i, chunk in enumerate(model_chunks):
         key = "model" if len(model_chunks) == 1 else f"model{i}"
-        unwrap(chunk).load_state_dict(state[key], strict=True)
+        result = unwrap(chunk).load_state_dict(state[key], strict=False)
+        tolerated_load_mismatch(set(not_in_ckpt), list(result.missing_keys), list(result.unexpected_keys), ckpt_dir)
     return meta

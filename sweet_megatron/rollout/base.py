@@ -55,6 +55,10 @@ class Generation:
 class RolloutEngine(abc.ABC):
     """Batched generation and scoring over token ids, with a weight stream and sleep/wake."""
 
+    group_size: int = 1
+    """Consecutive ranks that drive one engine together and must pass it identical prompts and
+    seeds (vLLM's tensor-parallel degree; rollout/groups.py). 1: every rank has its own engine."""
+
     @abc.abstractmethod
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
         """Sample `params.n` continuations for each prompt. Returns [num_prompts][n]."""

@@ -29,6 +29,7 @@ import torch
 from sweet_megatron.checkpoint.llama_mapping import hf_config_from_model_config, hf_shapes
 from sweet_megatron.model import ModelConfig
 from sweet_megatron.rollout.base import Generation, RolloutEngine, SamplingParams
+from sweet_megatron.rollout.sleep import EngineState, SleepSequencer
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,16 @@ class LocalEngine(RolloutEngine):
         if set(self._params) != set(expected):
             raise RuntimeError(f"transformers' Llama has unexpected parameters: {sorted(set(self._params) ^ set(expected))}")
         self.weights_loaded = False
-        self.asleep = False
+        # The same sleep/update/wake contract as vLLM (vllm_engine.SleepSequencer, level 2), so CPU
+        # runs catch a trainer that wakes before it re-syncs or generates while asleep.
+        self.seq = SleepSequencer(level=2)
 
     # -- weights ---------------------------------------------------------------------------
 
     @torch.no_grad()
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copy a full set of HF-named tensors (any order, any dtype) into the model."""
+        self.seq.update()
         seen: set[str] = set()
         for name, tensor in named_tensors:
             param = self._params.get(name)
@@ -102,16 +106,22 @@ class LocalEngine(RolloutEngine):
             raise ValueError(f"update_weights: the stream lacked {len(missing)} weights, e.g. {missing[:3]}")
         self.weights_loaded = True
 
+    @property
+    def asleep(self) -> bool:
+        return self.seq.state is not EngineState.AWAKE
+
     def sleep(self) -> None:
-        """Nothing to free on CPU (the KV cache lives only inside a call); marks the engine unusable."""
-        self.asleep = True
+        """Nothing to free on CPU (the KV cache lives only inside a call); marks the engine unusable
+        and, like a level-2 vLLM sleep, its weights stale until the next update_weights."""
+        self.seq.sleep()
 
     def wake(self) -> None:
-        self.asleep = False
+        """Raises, as vLLM would, when woken after a sleep without update_weights."""
+        self.seq.wake()
 
     def _check_ready(self) -> None:
         if self.asleep:
-            raise RuntimeError("the rollout engine is asleep: call wake() first")
+            raise RuntimeError(f"the rollout engine is {self.seq.state.value}: call wake() first")
         if not self.weights_loaded:
             log.warning("LocalEngine used before update_weights: its weights are random")
 

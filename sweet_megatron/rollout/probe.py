@@ -146,26 +146,54 @@ def megatron_logits(model_chunks: Sequence[torch.nn.Module], tokens_BS: torch.Te
     return _from_last_stage(logits, (B, S, cfg.vocab_size), tokens_BS.device)
 
 
-def _right_pad(seqs: Sequence[Sequence[int]], pad: int = 0) -> torch.Tensor:
-    S = max(len(s) for s in seqs)
+def padded_length(longest: int, multiple: int = 1) -> int:
+    """The probe's row length: `longest` rounded up to a multiple of `multiple`.
+
+    With sequence parallelism megatron scatters the embedding output along the sequence over the
+    TP ranks and asserts S % TP == 0 (tensor_parallel/mappings.py `_split_along_first_dim`), so
+    probe rows are padded to a multiple of TP there (issue 18 #3)."""
+    if longest < 1 or multiple < 1:
+        raise ValueError(f"padded_length({longest}, {multiple}): both must be >= 1")
+    return -(-longest // multiple) * multiple
+
+
+def pad_multiple(model_chunks: Sequence[torch.nn.Module]) -> int:
+    """What probe rows must be a multiple of for these chunks: TP with sequence parallelism, else 1."""
+    from megatron.core import parallel_state as ps
+
+    cfg = getattr(model_chunks[0], "config", None)
+    return ps.get_tensor_model_parallel_world_size() if getattr(cfg, "sequence_parallel", False) else 1
+
+
+def model_device(model_chunks: Sequence[torch.nn.Module]) -> torch.device:
+    """The device the chunks' parameters live on (where their input tokens must go; issue 18 #2)."""
+    for chunk in model_chunks:
+        for p in chunk.parameters():
+            return p.device
+    return torch.device("cpu")
+
+
+def _right_pad(seqs: Sequence[Sequence[int]], pad: int = 0, multiple: int = 1) -> torch.Tensor:
+    S = padded_length(max(len(s) for s in seqs), multiple)
     return torch.tensor([list(s) + [pad] * (S - len(s)) for s in seqs], dtype=torch.long)
 
 
 def megatron_score(model_chunks: Sequence[torch.nn.Module], prompts: list[list[int]],
-                   continuations: list[list[int]], cfg: ModelConfig, device: torch.device | str = "cpu",
+                   continuations: list[list[int]], cfg: ModelConfig, device: torch.device | str | None = None,
                    mask_padded_vocab: bool = True) -> list[list[float]]:
     """Per-token log-probs (temperature 1) of each continuation under the megatron model, on every rank.
 
     Vocab-parallel: no rank materialises more than its [B, S, Vp/T] logits. With
     `mask_padded_vocab` the padded vocabulary rows (ids >= V, which the engines do not have) get
     -inf logits, so the result is the distribution over the true vocabulary that rollouts sample
-    from; without it, megatron's plain cross entropy over all Vp rows.
+    from; without it, megatron's plain cross entropy over all Vp rows. Tokens go to `device`, by
+    default the chunks' own; rows are padded to what sequence parallelism needs (`pad_multiple`).
     """
     from megatron.core import parallel_state as ps
     from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
 
     seqs = [list(p) + list(c) for p, c in zip(prompts, continuations, strict=True)]
-    tokens = _right_pad(seqs).to(device)
+    tokens = _right_pad(seqs, multiple=pad_multiple(model_chunks)).to(device or model_device(model_chunks))
     labels = torch.roll(tokens, -1, dims=1)  # label at position i is token i+1 (last one unused)
     B, S = tokens.shape
     outs = _forward_only(model_chunks, tokens)
@@ -183,11 +211,12 @@ def megatron_score(model_chunks: Sequence[torch.nn.Module], prompts: list[list[i
 
 
 def megatron_greedy(model_chunks: Sequence[torch.nn.Module], prompts: list[list[int]], max_tokens: int,
-                    cfg: ModelConfig, device: torch.device | str = "cpu") -> list[list[int]]:
+                    cfg: ModelConfig, device: torch.device | str | None = None) -> list[list[int]]:
     """Greedy continuations by full recomputation with megatron's forward (no KV cache; tests only)."""
     seqs = [list(p) for p in prompts]
+    device = device or model_device(model_chunks)
     for _ in range(max_tokens):
-        logits = megatron_logits(model_chunks, _right_pad(seqs).to(device), cfg)
+        logits = megatron_logits(model_chunks, _right_pad(seqs, multiple=pad_multiple(model_chunks)).to(device), cfg)
         for i, s in enumerate(seqs):
             s.append(int(logits[i, len(s) - 1].argmax()))
     return [s[len(p) :] for s, p in zip(seqs, prompts)]

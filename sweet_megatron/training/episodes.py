@@ -125,19 +125,19 @@ def build_simulator(cfg: SimulatorConfig):
 
 
 # ---------------------------------------------------------------------------------------- rollouts
-def _shard_gather(items: list, fn) -> list:
-    """Run fn on this rank's share of items (round robin over all ranks); every rank gets all results."""
+def _shard_gather(items: list, fn, group_size: int = 1) -> list:
+    """Run fn on this rank's share of items (round robin over engine groups of `group_size`
+    consecutive ranks, which all get the same share: rollout/groups.py); every rank gets all results."""
+    from sweet_megatron.rollout.groups import group_share, merge_group_shares
+
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return fn(items)
     world, rank = dist.get_world_size(), dist.get_rank()
-    mine = fn(items[rank::world]) if items[rank::world] else []
+    share = group_share(items, rank, world, group_size)
+    mine = fn(share) if share else []
     parts: list[list] = [None] * world  # type: ignore[list-item]
     dist.all_gather_object(parts, mine)
-    out: list = [None] * len(items)
-    for r, part in enumerate(parts):
-        for j, x in enumerate(part):
-            out[r + j * world] = x
-    return out
+    return merge_group_shares(parts, len(items), group_size)
 
 
 def sampling(cfg: RolloutConfig, tok: Tokenizer, greedy: bool, n: int = 1, seed: int | None = None) -> SamplingParams:
@@ -154,7 +154,7 @@ def rollout(engine, tok: Tokenizer, tasks: list, simulator, cfg: RolloutConfig, 
         agent = EngineAgent(engine, tok, sampling(cfg, tok, greedy, seed=seed))
         return run_episodes(agent, shard, simulator, max_turns=cfg.max_turns, tokenizer=tok)
 
-    return _shard_gather(tasks, run)
+    return _shard_gather(tasks, run, engine.group_size)
 
 
 def summarize(episodes: list) -> dict:
@@ -268,7 +268,7 @@ def candidates(engine, tok: Tokenizer, states: list[TurnState], n: int, cfg: Rol
         gens = engine.generate(prompts, sampling(cfg, tok, greedy=False, n=n, seed=seed))
         return [[tok.decode(g.token_ids) for g in row] for row in gens]
 
-    return _shard_gather(states, run)
+    return _shard_gather(states, run, engine.group_size)
 
 
 def candidate_sequence(tok: Tokenizer, state: TurnState, text: str, with_reference: bool, **extra) -> Sequence:

@@ -235,8 +235,11 @@ class ModelRunner:
         )
 
     def _reduce_metrics(self, outputs: list[dict], num_keys: list[str]) -> dict[str, float]:
-        """Sum metric dicts over microbatches and DP ranks; deliver them to every rank."""
-        vec = torch.zeros(len(num_keys), dtype=torch.float64)
+        """Sum metric dicts over microbatches and DP ranks; deliver them to every rank.
+
+        The vector lives on the platform's collective device: an NCCL-only group has no CPU
+        backend, so a CPU tensor here raises on GPU at DP>1 or PP>1 (issue 18 #1)."""
+        vec = torch.zeros(len(num_keys), dtype=torch.float64, device=self.platform.collective_device)
         if self.is_last_stage:
             for out in outputs:
                 for i, k in enumerate(num_keys):
@@ -247,6 +250,23 @@ class ModelRunner:
         if self.pp_size > 1:
             dist.broadcast(vec, src=self.pp_last_rank, group=self.pp_group)
         return dict(zip(num_keys, vec.tolist(), strict=True))
+
+    def load_weights(self, ckpt_dir) -> dict:
+        """Load a model checkpoint (any layout) into this runner's chunks; returns its meta. Collective.
+
+        A trainable runner's optimizer then re-reads its main params from the loaded weights: with
+        bf16 params megatron's DistributedOptimizer holds fp32 main params cloned at construction
+        (optimizer/distrib_optimizer.py `_build_model_and_main_param_groups`: `shard_model_param
+        .clone().float()`), and the first step would write that random init back into the model
+        unless `reload_model_params()` runs (optimizer/optimizer.py `MegatronOptimizer
+        .reload_model_params`; issue 18 #4). On fp32 params the main params are views, which is why
+        CPU runs never showed it."""
+        from sweet_megatron.checkpoint.model_io import load_model_checkpoint
+
+        meta = load_model_checkpoint(ckpt_dir, self.chunks)
+        if self.optimizer is not None:
+            self.optimizer.reload_model_params()
+        return meta
 
     # ----------------------------------------------------------------------------------- the calls
     def train_step(self, rows: list[PackedRow], loss_fn: LossFn, metric_keys: list[str]) -> dict[str, float]:

@@ -93,7 +93,7 @@ class SweetTrainer:
                               "their actions); use task=synthetic or sweet.actor_scorer=critic")
         # Tokenizer: the configured files, the initial checkpoint's own, or a sentencepiece model
         # trained on generated text.
-        from sweet_megatron.checkpoint.model_io import load_model_checkpoint, resolve_checkpoint
+        from sweet_megatron.checkpoint.model_io import resolve_checkpoint
 
         init_from = resolve_checkpoint(cfg.train.init_from) if cfg.train.init_from and cfg.stage != "pretrain" else None
         tok_cfg = ep.tokenizer_config(cfg.tokenizer, init_from)
@@ -109,11 +109,16 @@ class SweetTrainer:
             self.actor = self._runner("actor", cfg.train.optim, cfg.train.steps)
         if init_from is not None:
             _check_init_matches(init_from, self.model_cfg, cfg.train.init_from)
-            load_model_checkpoint(init_from, self.actor.chunks)
+            self.actor.load_weights(init_from)  # also refreshes the optimizer's main params
             if is_rank0():
                 log.info("initial weights: %s", init_from)
         # The rollout engine, fed from the actor's weights.
-        self.engine = ep.build_engine(cfg.rollout, self.model_cfg, seed=cfg.seed + parallel.rank())
+        from sweet_megatron.rollout.groups import engine_seed
+
+        # one seed per engine group: the ranks of a vLLM TP group must sample alike
+        group = cfg.rollout.vllm_tensor_parallel if cfg.rollout.engine == "vllm" else 1
+        self.engine = ep.build_engine(cfg.rollout, self.model_cfg,
+                                      seed=engine_seed(cfg.seed, parallel.rank(), parallel.world_size(), group))
         self.simulator = ep.build_simulator(cfg.simulator)
         self.probe = ep.text_probe(self.tok, self.eval_tasks)
         # Checkpoints and the run's state (completed stages and their results).
@@ -135,7 +140,20 @@ class SweetTrainer:
         self.sft_model = self.run_dir / "sft_model"
 
     # ------------------------------------------------------------------------------------ plumbing
+    def _release_engine(self) -> None:
+        """The engine sleeps (frees its weights and KV cache; idempotent) before megatron allocates
+        or trains, and unreachable runners are collected (DDP hooks form reference cycles), so
+        their device memory is free for the next one. Issue 18 #7."""
+        self.engine.sleep()
+        import gc
+
+        gc.collect()
+        if self.platform.is_cuda:
+            torch.cuda.empty_cache()
+
     def _runner(self, name: str, optim: OptimConfig | None, steps: int) -> ModelRunner:
+        if hasattr(self, "engine"):
+            self._release_engine()
         with self.timer(f"build_{name}"):
             return ModelRunner(self.model_cfg, self.cfg.parallel, self.platform, optim, total_steps=steps, name=name)
 
@@ -153,9 +171,10 @@ class SweetTrainer:
         from sweet_megatron.rollout.resharding import sync_weights
 
         with self.timer("weight_sync"):
-            self.engine.wake()
+            # update, then wake: after a level-2 sleep vLLM holds no weights to wake (SleepSequencer)
             sync_weights(self.engine, self.actor.modules(), self.model_cfg,
                          bucket_bytes=self.cfg.rollout.bucket_mb << 20)
+            self.engine.wake()
             gap = check_weight_sync(
                 self.engine, lambda p, c: megatron_score(self.actor.modules(), p, c, self.model_cfg),
                 self.probe, threshold=self.cfg.rollout.max_probe_gap,
@@ -199,6 +218,8 @@ class SweetTrainer:
         """Packed rows of `groups` (with the reference model's log-probs attached when `ref`).
         With shared prefixes, consecutive groups of equal `keys` (the same turn state) are merged
         into one group, as long as it fits the row length the groups get alone."""
+        if ref is not None:
+            self._release_engine()
         length = self._row_length(groups)
         if self._share_prefix and keys is not None:
             groups = merge_groups(groups, keys, length)
@@ -225,6 +246,7 @@ class SweetTrainer:
                start: int = 0, on_step=None, rows_per_step: int | None = None) -> dict[str, float]:
         """`steps` optimizer steps over shuffled rows, `rows_per_step` each (default
         sweet.rows_per_step, the pair stages' batch); returns the last metrics."""
+        self._release_engine()
         task = self.progress.task(stage, steps - start)
         last: dict[str, float] = {}
         per_step = rows_per_step or self.cfg.sweet.rows_per_step
@@ -581,14 +603,12 @@ class SweetTrainer:
     def baselines(self) -> dict:
         """RFT and multi-turn DPO, each from the SFT warm start, on the first collected episodes
         (the same data SWEET-RL's first iteration used when stage=all ran in this run directory)."""
-        from sweet_megatron.checkpoint.model_io import load_model_checkpoint
-
         out = {}
         for name, fn in (("rft", self.rejection_finetune), ("mtdpo", self.trajectory_dpo)):
             if name in self.state["completed"]:
                 out[name] = self.state["results"][name]
                 continue
-            load_model_checkpoint(self.sft_model, self.actor.chunks)
+            self.actor.load_weights(self.sft_model)
             episodes = self._episodes(0)
             with self.timer(f"stage_{name}"):
                 info = fn(episodes)

@@ -80,9 +80,16 @@ def test_weight_stream_is_checked():
     assert eng.weights_loaded
 
 
-def test_sleep_blocks_generation_until_wake(engine):
+def test_sleep_blocks_generation_until_update_then_wake(engine):
+    """The local engine keeps vLLM's level-2 contract (rollout/sleep.py): after a sleep the weights
+    are re-synced, then the engine is woken; waking first is refused as vLLM would."""
     engine.sleep()
     with pytest.raises(RuntimeError, match="asleep"):
+        engine.generate(PROMPTS, SamplingParams(max_tokens=2))
+    with pytest.raises(RuntimeError, match="call update_weights"):
+        engine.wake()
+    engine.update_weights(list(engine.model.state_dict().items()))
+    with pytest.raises(RuntimeError, match="weights_only: call wake"):
         engine.generate(PROMPTS, SamplingParams(max_tokens=2))
     engine.wake()
     assert len(engine.generate(PROMPTS, SamplingParams(max_tokens=2))) == len(PROMPTS)

@@ -10,11 +10,9 @@ import pytest
 import torch
 
 from sweet_megatron.rollout.base import SamplingParams
+from sweet_megatron.rollout.sleep import Action, EngineState, SleepSequencer
 from sweet_megatron.rollout.vllm_engine import (
-    Action,
     CheckedStream,
-    EngineState,
-    SleepSequencer,
     _import_vllm,
     continuation_logprobs,
     generation_from_vllm,
