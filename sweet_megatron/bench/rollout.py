@@ -2,11 +2,12 @@
 
 On the embedded default (or `--model`/`--rollout` configs): the actor is a megatron model from the
 shipped base checkpoint; each iteration
-1. **wake** the engine (vLLM's sleep mode gives the weights and KV cache back; the local engine has
-   nothing to restore);
-2. **weight sync**: `rollout.resharding.sync_weights`, split into *gather* (time inside the weight
-   stream: megatron TP/PP shards -> full Hugging Face tensors, the collectives included) and *load*
-   (the engine's own `update_weights` work between tensors), with the bytes moved and GB/s;
+1. **weight sync**: the trainer's weight stream into the engine, split into *gather* (time inside
+   the stream: megatron TP/PP shards -> full Hugging Face tensors, the collectives included) and
+   *load* (the engine's own `update_weights` work between tensors, vLLM's weight wake-up included),
+   with the bytes moved and GB/s;
+2. **wake** the engine (vLLM gives the KV cache back; the local engine has nothing to restore),
+   after the weights, as the sleep contract requires (rollout/sleep.py);
 3. **rollout**: episodes on `--episodes` training tasks through the trainer's own episode loop,
    split into *generate* (engine.generate: new tokens and tokens/s), *simulate* (the simulated
    person) and *score* (the sandboxed evaluator), the rest is the loop's bookkeeping;
@@ -140,13 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     cycles = []
     for it in range(args.iterations):
         clock.seconds, engine.new_tokens, counts = {}, 0, {"bytes": 0, "tensors": 0}
-        t0 = clock.now()
-        engine.wake()
-        clock.add("wake", clock.now() - t0)
-        t0 = clock.now()
+        t0 = clock.now()  # update, then wake: after a level-2 sleep there are no weights to wake (rollout/sleep.py)
         stream = timed_stream(stream_hf_weights(actor.modules(), model_cfg, cfg.rollout.bucket_mb << 20), clock, counts)
         engine.update_weights(stream)
         clock.add("weight_sync", clock.now() - t0)
+        t0 = clock.now()
+        engine.wake()
+        clock.add("wake", clock.now() - t0)
         tasks = ep.sample_tasks(train_tasks, args.episodes, cfg.sweet.rollouts_per_task, seed=it)
         agent = EngineAgent(engine, tok, ep.sampling(cfg.rollout, tok, greedy=False, seed=it))
         t0 = clock.now()
