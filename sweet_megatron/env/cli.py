@@ -22,7 +22,7 @@ from sweet_megatron.env.agents import ScriptedAgent
 from sweet_megatron.env.bytetok import ByteTokenizer
 from sweet_megatron.env.episode import run_episodes
 from sweet_megatron.env.evaluator import BackendEvaluator, EvaluatorConfig
-from sweet_megatron.env.sandbox import SandboxConfig, sandbox_backend
+from sweet_megatron.env.sandbox import SandboxConfig, SandboxUnavailable, sandbox_backend
 from sweet_megatron.env.simulators import RuleBasedSimulator
 from sweet_megatron.env.synthetic import ScriptPolicy, generate_tasks
 from sweet_megatron.env.tasks import TaskFormatError, iter_jsonl, load_tasks, save_tasks
@@ -52,7 +52,8 @@ def load_answers(path: Path, num_tasks: int) -> dict[int, str | None]:
 
 
 def _evaluator(args: argparse.Namespace) -> BackendEvaluator:
-    sandbox = SandboxConfig(backend=args.backend, test_timeout_s=args.test_timeout)
+    backend = {} if args.backend is None else {"backend": args.backend}
+    sandbox = SandboxConfig(test_timeout_s=args.test_timeout, **backend)
     return BackendEvaluator(EvaluatorConfig(sandbox=sandbox, max_concurrency=args.max_concurrency))
 
 
@@ -92,6 +93,8 @@ def cmd_score(args: argparse.Namespace) -> int:
         "seconds": round(seconds, 2),
         "backend": sandbox_backend(evaluator.config.sandbox),
     }
+    if summary["backend"] == "process":
+        summary["UNISOLATED"] = "opted in with --backend process: answers ran without namespaces"
     print(json.dumps(summary))
     return 0
 
@@ -151,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def sandbox_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--backend", choices=("auto", "bwrap", "process"), default="auto", help="sandbox backend")
+        p.add_argument("--backend", choices=("auto", "bwrap", "process"), default=None,
+                       help="sandbox backend: auto/bwrap = bubblewrap (refuses to score without it); process = an "
+                            "explicit opt-in to unisolated scoring (default: $SWEET_SANDBOX_BACKEND, else auto)")
         p.add_argument("--max-concurrency", type=int, default=0, help="sandboxes at once (0: twice the CPU cores)")
         p.add_argument("--test-timeout", type=float, default=2.0, help="wall-clock seconds per test")
 
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (TaskFormatError, FileNotFoundError, ValueError) as e:
+    except (TaskFormatError, FileNotFoundError, ValueError, SandboxUnavailable) as e:
         print(f"sweet-colbench {args.command}: error: {e}", file=sys.stderr)
         return 2
 

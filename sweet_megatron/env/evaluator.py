@@ -1,20 +1,26 @@
-"""Score backend answers: run the answer and the reference on each test in sandboxes, compare values
-in this process.
+"""Score backend answers: the answer's and the reference's code run on each test's calls in
+sandboxes; the test itself is decided in this process.
 
-A test passes when the reference returned normally and the answer returned an equal value.
-Values cross the sandbox boundary as tagged JSON of plain data (sandbox_worker._encode_value) and
-are rebuilt here from builtin types only; this process never unpickles, evals or calls a method of
-anything the answer created. Anything that is not plain data decodes to an `Opaque` marker that
-equals nothing, so an object whose __eq__ always returns True cannot pass.
+The rule: a test expression is split at the sandbox boundary (env/boundary.py). Every maximal
+sub-expression that involves the answer's names (its function calls, with their arguments) runs in
+the sandbox; the values come back as tagged JSON of plain data (sandbox_worker._encode_value) and are
+rebuilt here from builtin types only. Everything around them (`==`, `<`, arithmetic, `and`/`or`,
+literals, and the pure builtins `len`, `round`, `sorted`, `abs`, ...) is evaluated here, on those
+values. This process never unpickles, calls a method of, or evals anything the answer created.
+Anything that is not plain data decodes to an `Opaque` marker that equals nothing, and a test whose
+answer values hold one fails: an object whose __eq__ always returns True cannot pass, neither in a
+plain call test nor in a comparison-style one (`f(x) == 3`). The reference is scored the same way.
+
+A test passes when the reference's calls returned, the answer's calls returned plain data, and the
+test's value computed here from the answer's values equals the value computed from the reference's.
+So a comparison-style test compares booleans computed here, as ColBench's scorer compares them.
 
 Differences from the ColBench reference scorer (sweet_rl code_utils.check_correctness), on purpose:
 a test whose reference legitimately returns None can pass (the reference scorer used None as its
 error marker, so such tests never passed), and answers are not rejected for merely containing
 words like "import os" or "print(": the sandbox, not a word list, keeps them harmless.
 
-Reward = fraction of the tests passed; success = all passed. A test written as a comparison
-(`f(x) == 3`, as in one released record) compares booleans, so a wrong answer matches wherever the
-reference's comparison is False too; the released scorer behaves the same way.
+Reward = fraction of the tests passed; success = all passed.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from sweet_megatron.env.boundary import SplitError, SplitTest, holds_opaque, split_test
 from sweet_megatron.env.sandbox import SandboxConfig, TestRun, run_tests, sandbox_backend
 from sweet_megatron.env.synthetic import template_test_results
 from sweet_megatron.env.tasks import Task, extract_code, ordered_tests
@@ -156,6 +163,16 @@ class BackendEvaluator:
     def _run(self, code: str, tests: list[str]) -> list[TestRun]:
         return run_tests(code, tests, self.config.sandbox)
 
+    def _splits(self, task: Task) -> list[SplitTest | None]:
+        """The task's tests split at the sandbox boundary (None for one that does not parse)."""
+        out = []
+        for _, expr in ordered_tests(task):
+            try:
+                out.append(split_test(expr))
+            except SplitError:
+                out.append(None)
+        return out
+
     def score(self, tasks: list[Task], answers: list[str | None]) -> list[Score]:
         """One Score per (task, answer); None answers score 0 without running anything."""
         if len(tasks) != len(answers):
@@ -171,22 +188,23 @@ class BackendEvaluator:
         workers = self.config.max_concurrency or 2 * (os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
             refs: dict[str, Any] = {}
+            splits = {i: self._splits(tasks[i]) for i in todo}
+            calls = {i: [s.sandbox_expr if s is not None else "()" for s in splits[i]] for i in todo}
             for i in todo:
                 key = self._reference_key(tasks[i])
                 with self._lock:
                     cached = self._reference_cache.get(key)
                 if key not in refs:
                     refs[key] = cached if cached is not None else pool.submit(
-                        self._run, tasks[i].ground_truth, [e for _, e in ordered_tests(tasks[i])])
-            runs = {i: pool.submit(self._run, extract_code(answers[i]), [e for _, e in ordered_tests(tasks[i])])
-                    for i in todo}
+                        self._run, tasks[i].ground_truth, calls[i])
+            runs = {i: pool.submit(self._run, extract_code(answers[i]), calls[i]) for i in todo}
             for key, ref in refs.items():
                 if not isinstance(ref, list):
                     refs[key] = ref.result()
                     with self._lock:
                         self._reference_cache[key] = refs[key]
             for i in todo:
-                scores[i] = _compare(refs[self._reference_key(tasks[i])], runs[i].result(), backend)
+                scores[i] = _compare(refs[self._reference_key(tasks[i])], runs[i].result(), splits[i], backend)
         return scores
 
     def _fast_path(self, task: Task, answer: str | None) -> Score | None:
@@ -208,28 +226,55 @@ def _unanswered(task: Task) -> Score:
                                             "reference_failures": [], "backend": "none"})
 
 
-def _compare(reference: list[TestRun], answer: list[TestRun], backend: str) -> Score:
-    passed, statuses, errors = [], [], []
-    for i, ref in enumerate(reference):
-        run = answer[i]
-        ok = ref.status == "ok" and run.status == "ok" and values_equal(ref.value_json, run.value_json)
+def _decide(split: SplitTest | None, run: TestRun, answer: bool) -> tuple[str, Any]:
+    """(status, the test's value computed here) of one side's run of a split test."""
+    if split is None:
+        return "bad_test", None
+    if run.status != "ok":
+        return run.status, None
+    try:
+        values = decode_value(run.value_json)
+    except (ValueError, TypeError, RecursionError):
+        return "sandbox_error", None
+    if type(values) is not tuple:
+        return "sandbox_error", None
+    if answer and holds_opaque(values, Opaque):
+        return "opaque", None  # not plain data: the answer's own object never takes part in a comparison
+    try:
+        return "ok", split.evaluate(values)
+    except Exception as e:  # noqa: BLE001 - e.g. len() of a number the answer returned: the test fails
+        return "error", f"{type(e).__name__}: {e}"[:200]
+
+
+def _compare(reference: list[TestRun], answer: list[TestRun], splits: list[SplitTest | None], backend: str) -> Score:
+    passed, statuses, errors, ref_failures = [], [], [], []
+    for i, (ref, run, split) in enumerate(zip(reference, answer, splits, strict=True)):
+        ref_status, want = _decide(split, ref, answer=False)
+        status, got = _decide(split, run, answer=True)
+        if ref_status != "ok":
+            ref_failures.append(i)
+        ok = ref_status == "ok" and status == "ok" and _same(want, got)
         passed.append(ok)
-        statuses.append(run.status if run.status != "ok" or ok else "mismatch")
-        if run.error and len(errors) < 3:
-            errors.append(run.error[:200])
+        statuses.append(status if status != "ok" or ok else "mismatch")
+        error = run.error or (got if status == "error" else None)
+        if error and len(errors) < 3:
+            errors.append(error[:200])
     n = len(reference)
     reward = sum(passed) / n if n else 0.0
     return Score(
         reward=reward,
         success=n > 0 and all(passed),
         passed=passed,
-        details={
-            "statuses": statuses,
-            "errors": errors,
-            "reference_failures": [i for i, r in enumerate(reference) if r.status != "ok"],
-            "backend": backend,
-        },
+        details={"statuses": statuses, "errors": errors, "reference_failures": ref_failures, "backend": backend},
     )
+
+
+def _same(want: Any, got: Any) -> bool:
+    """Equality of two values computed here from plain data (False when comparing fails)."""
+    try:
+        return bool(want == got)
+    except (TypeError, ValueError, RecursionError, MemoryError):
+        return False
 
 
 _DEFAULT: BackendEvaluator | None = None

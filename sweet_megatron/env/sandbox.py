@@ -9,7 +9,9 @@ forks one confined child per test (see that file for what a child may do). Two b
   only CAP_SETUID/SETGID/KILL so that each test child can drop to a fresh unprivileged uid (which
   makes RLIMIT_NPROC count only that test's processes); after each test the worker kills every
   other process of the namespace. About 10 ms per start.
-- "process" (fallback, warned about loudly): the same worker as a plain subprocess in its own
+- "process" (an explicit opt-in, never chosen for you: `backend="process"`, `sweet-colbench
+  --backend process`, or SWEET_SANDBOX_BACKEND=process for sweet-train; warned about on every
+  summary): the same worker as a plain subprocess in its own
   session with a private temporary directory; rlimits, the uid drop (as root) and the audit
   hooks still apply, but there are no namespaces, so file and network isolation rest on those
   hooks. Known gaps there: calls that raise no audit event (os.mkfifo, os.mknod) can still create
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 WORKER_FILE = Path(__file__).with_name("sandbox_worker.py")
 SCRATCH = "/scratch"  # the scratch directory's path inside a bwrap sandbox
 UID_RANGE = (1_000_000, 2_000_000_000)  # test children run as base + test index, base drawn here
+BACKEND_ENV = "SWEET_SANDBOX_BACKEND"
 STATUSES = ("ok", "error", "timeout", "crash", "too_large", "sandbox_error")
 
 
@@ -52,9 +55,10 @@ STATUSES = ("ok", "error", "timeout", "crash", "too_large", "sandbox_error")
 class SandboxConfig:
     """Limits and isolation for running untrusted code."""
 
-    backend: str = "auto"
-    """'bwrap' (bubblewrap, fails if unusable), 'process' (no namespaces) or 'auto' (bwrap when it
-    works here, else 'process' with a loud warning)."""
+    backend: str = field(default_factory=lambda: os.environ.get(BACKEND_ENV, "auto"))
+    """'bwrap' (bubblewrap), 'process' (no namespaces: an explicit opt-in to unisolated scoring) or
+    'auto' (bwrap; when it is not usable here, scoring refuses with the install command). The
+    default comes from $SWEET_SANDBOX_BACKEND, else 'auto'."""
     test_timeout_s: float = 2.0
     """Wall-clock limit of one test call (including exec of the module code)."""
     total_timeout_s: float = 12.0
@@ -279,25 +283,36 @@ def _probe_bwrap(config: SandboxConfig) -> str | None:
     return None
 
 
+class SandboxUnavailable(RuntimeError):
+    """No isolating backend here, and no opt-in to unisolated scoring; the message says what to do."""
+
+
+INSTALL_HINT = ("install bubblewrap (as root: apt-get install -y bubblewrap, or `bash setup.sh`; a non-root user "
+                "also needs unprivileged user namespaces, sysctl kernel.unprivileged_userns_clone=1), or opt in "
+                "to unisolated scoring (answers run as plain subprocesses with rlimits and audit hooks only): "
+                f"sweet-colbench --backend process, {BACKEND_ENV}=process for sweet-train, "
+                "or SandboxConfig(backend='process')")
+
+
 def sandbox_backend(config: SandboxConfig) -> str:
-    """The backend `config` resolves to here: 'bwrap' or 'process'."""
+    """The backend `config` resolves to here: 'bwrap', or 'process' when explicitly asked for.
+
+    Raises SandboxUnavailable when bubblewrap is not usable and 'process' was not asked for."""
     if config.backend == "process":
+        _warn_unisolated()
         return "process"
     problem = _bwrap_problem(config)
     if problem is None:
         return "bwrap"
-    if config.backend == "bwrap":
-        raise RuntimeError(f"sandbox backend 'bwrap' is not usable: {problem}. Install bubblewrap "
-                           "(apt-get install bubblewrap) or set SandboxConfig.backend='process'")
-    _warn_fallback(problem)
-    return "process"
+    raise SandboxUnavailable(f"refusing to run untrusted answer code: bubblewrap is not usable here ({problem}); "
+                             + INSTALL_HINT)
 
 
 @functools.cache
-def _warn_fallback(problem: str) -> None:
-    msg = (f"!!! SANDBOX FALLBACK: bubblewrap is not usable ({problem}); untrusted code runs as plain "
+def _warn_unisolated() -> None:
+    msg = ("!!! UNISOLATED SCORING (sandbox backend 'process', opted in): untrusted code runs as plain "
            "subprocesses with rlimits and audit hooks but WITHOUT PID/network/mount namespaces. "
-           "Install bubblewrap (apt-get install bubblewrap) for real isolation. !!!")
+           "Install bubblewrap for real isolation. !!!")
     logger.warning(msg)
     warnings.warn(msg, RuntimeWarning, stacklevel=3)
 

@@ -133,17 +133,21 @@ def test_references_are_cached(monkeypatch):
     assert calls.count(REFERENCE.strip()) == 1  # the last answer (extracted, so stripped)
 
 
-def test_bwrap_missing_fails_or_falls_back_loudly(monkeypatch):
+def test_bwrap_missing_refuses_unless_unisolated_is_asked_for(monkeypatch):
     monkeypatch.setattr(sandbox_module.shutil, "which", lambda name: None)
     monkeypatch.setattr(sandbox_module, "_BWRAP_PROBES", {})
-    monkeypatch.setattr(sandbox_module, "_warn_fallback", sandbox_module._warn_fallback.__wrapped__)
-    with pytest.raises(RuntimeError, match="'bwrap' is not usable: the bwrap executable is not on PATH"):
-        run_tests("x = 1", ["x"], SandboxConfig(backend="bwrap"))
+    monkeypatch.setattr(sandbox_module, "_warn_unisolated", sandbox_module._warn_unisolated.__wrapped__)
+    for backend in ("bwrap", "auto"):  # no silent downgrade
+        with pytest.raises(sandbox_module.SandboxUnavailable,
+                           match="bwrap executable is not on PATH.*apt-get install -y bubblewrap.*--backend process"):
+            run_tests("x = 1", ["x"], SandboxConfig(backend=backend))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        runs = run_tests("x = 1", ["x"], SandboxConfig(backend="auto"))
+        runs = run_tests("x = 1", ["x"], SandboxConfig(backend="process"))
     assert runs[0].status == "ok" and runs[0].value_json == "1"
-    assert any("SANDBOX FALLBACK" in str(w.message) for w in caught)
+    assert any("UNISOLATED SCORING" in str(w.message) for w in caught)
+    monkeypatch.setenv("SWEET_SANDBOX_BACKEND", "process")  # sweet-train's opt-in
+    assert SandboxConfig().backend == "process"
 
 
 def test_config_errors_name_the_fix():
