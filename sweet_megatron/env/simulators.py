@@ -150,9 +150,13 @@ two sentences; and, stated outright, no code handed over."""
 
 def format_history(task: Task, dialogue: list[Message]) -> str:
     """The dialogue as the simulator prompt shows it: the problem as the user's first message,
-    then 'agent:'/'user:' turns."""
+    then 'agent:'/'user:' turns. A dialogue that already opens with the problem as the person's
+    message (ColBench's protocol) shows it once."""
     parts = [f"user: {task.problem_description}"]
-    for msg in dialogue:
+    body = [m for m in dialogue if m.role != "system"]
+    if body and body[0] == Message("user", task.problem_description):
+        body = body[1:]
+    for msg in body:
         if msg.role == "assistant":
             parts.append(f"agent: {msg.content}")
         elif msg.role == "user":

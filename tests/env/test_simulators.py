@@ -308,3 +308,12 @@ def test_engine_simulator_config_errors(tiny_simulator_dir, tmp_path):
                           tokenizer_path=str(tmp_path / "big.model"))
     with pytest.raises(ValueError, match="simulator.tokenizer_path"):
         build_simulator(big)
+
+
+def test_history_shows_the_problem_once_in_either_protocol():
+    from sweet_megatron.env.simulators import format_history
+
+    demo = [Message("system", "instructions and problem"), Message("assistant", "q?"), Message("user", "a.")]
+    colbench = [Message("system", "instructions"), Message("user", TASK.problem_description), *demo[1:]]
+    want = f"user: {TASK.problem_description}\n\nagent: q?\n\nuser: a."
+    assert format_history(TASK, demo) == format_history(TASK, colbench) == want
