@@ -193,17 +193,41 @@ class SimulatorConfig:
     """The simulated person."""
 
     kind: str = "rule"
-    """'rule' (deterministic, from the hidden information), 'engine' (an LLM through a rollout
-    engine) or 'http' (an OpenAI-compatible endpoint)."""
+    """'rule' (deterministic, from the hidden information), 'engine' (a second LLM on a rollout
+    engine of this process) or 'http' (an OpenAI-compatible endpoint)."""
     url: str | None = None
     model: str | None = None
     timeout_s: float = 30.0
     retries: int = 3
+    engine: str = "local"
+    """kind=engine: 'local' (transformers KV-cache engine, CPU or GPU) or 'vllm' (GPU)."""
+    checkpoint: str | None = None
+    """kind=engine: the simulator's own Hugging Face Llama directory (config.json + safetensors)."""
+    tokenizer_kind: str = "hf"
+    """kind=engine: 'hf' or 'sentencepiece', the simulator model's own tokenizer."""
+    tokenizer_path: str | None = None
+    """kind=engine: its tokenizer directory or file; null uses simulator.checkpoint (kind hf)."""
+    max_tokens: int = 128
+    """kind=engine: most tokens generated per reply (the reply is then cut at 400 characters)."""
+    temperature: float = 0.0
+    """kind=engine: sampling temperature (the reference's simulator is greedy)."""
+    gpu_memory_utilization: float = 0.3
+    """kind=engine, engine=vllm: the simulator engine's share of GPU memory."""
 
     def __post_init__(self) -> None:
         _choice("simulator.kind", self.kind, ("rule", "engine", "http"))
         if self.kind == "http" and not self.url:
             raise ConfigError("simulator.kind=http needs simulator.url (e.g. http://127.0.0.1:8000/v1)")
+        if self.kind == "engine":
+            _choice("simulator.engine", self.engine, ("local", "vllm"))
+            _choice("simulator.tokenizer_kind", self.tokenizer_kind, ("hf", "sentencepiece"))
+            if not self.checkpoint:
+                raise ConfigError("simulator.kind=engine needs simulator.checkpoint (a Hugging Face Llama "
+                                  "directory, e.g. Llama-3.1-70B-Instruct)")
+            if self.tokenizer_kind == "sentencepiece" and not self.tokenizer_path:
+                raise ConfigError("simulator.tokenizer_kind=sentencepiece needs simulator.tokenizer_path (the .model file)")
+            if self.max_tokens < 1 or self.temperature < 0:
+                raise ConfigError("simulator.max_tokens must be >= 1 and simulator.temperature >= 0")
 
 
 @dataclass

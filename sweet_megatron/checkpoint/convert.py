@@ -2,6 +2,10 @@
 
     sweet-convert hf-to-mcore --hf-dir IN --out OUT --tp N --pp N [--vpp N] [--dtype auto]
     sweet-convert mcore-to-hf --ckpt IN --out OUT [--max-shard-size 2GB]
+    sweet-convert llama3-tokenizer [--tiktoken tokenizer.model] --out DIR
+
+llama3-tokenizer writes a Hugging Face tokenizer directory from Meta's Llama-3 tiktoken file
+(data/llama3.py; default: the file in the installed llama-models package), for tokenizer.kind=hf.
 
 hf-to-mcore writes the model checkpoint of `checkpoint/model_io.py` (a dist_checkpointing
 directory of the chunks' `sharded_state_dict()`, `sweet_meta.json`, `tokenizer/`), laid out for
@@ -324,11 +328,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="new HF directory (must not exist)")
     b.add_argument("--max-shard-size", type=_size, default=2 * 2**30, help="safetensors file size, e.g. 2GB")
     b.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="'auto': the checkpoint's dtype")
+    c = sub.add_parser("llama3-tokenizer", help="Meta's Llama-3 tokenizer.model (tiktoken) -> Hugging Face tokenizer directory")
+    c.add_argument("--tiktoken", default=None,
+                   help="Meta's tokenizer.model (default: llama_models/llama3/tokenizer.model of the installed llama-models)")
+    c.add_argument("--out", required=True, help="new tokenizer directory (must not exist)")
     return p
+
+
+def _llama3_tokenizer(args: argparse.Namespace) -> int:
+    from sweet_megatron.data.llama3 import write_llama3_hf_tokenizer
+
+    try:
+        out = write_llama3_hf_tokenizer(args.out, args.tiktoken)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"sweet-convert: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": str(out.absolute())}))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "llama3-tokenizer":
+        return _llama3_tokenizer(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     start = time.time()
     try:

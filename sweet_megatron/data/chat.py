@@ -2,8 +2,14 @@
 action's ids are exactly the ids of the longer dialogue (no re-tokenization drift between rollout
 and training).
 
-    <|begin_of_text|> [<|start_header_id|> role <|end_header_id|> content <|eot_id|>]*
-    <|start_header_id|> assistant <|end_header_id|>        <- generation prompt
+    <|begin_of_text|> [<|start_header_id|> role <|end_header_id|> suffix content <|eot_id|>]*
+    <|start_header_id|> assistant <|end_header_id|> suffix        <- generation prompt
+
+`suffix` is the tokenizer's `header_suffix`, encoded on its own: "\n\n" for a Hugging Face
+Llama-3 tokenizer, which makes this exactly Meta's `ChatFormat.encode_dialog_prompt`
+(llama_models/llama3/chat_format.py: each piece, role, "\n\n" and content, is encoded
+separately; tests/data/test_chat_format.py compares token for token); empty for the embedded
+sentencepiece models, whose checkpoints were trained without it.
 
 An action (what the agent generates in one turn) is `content_ids + [eot_id]`.
 """
@@ -28,8 +34,9 @@ class Message:
 
 
 def header_ids(tok: Tokenizer, role: str) -> list[int]:
-    """Ids that open a message of `role`."""
-    return [tok.start_header_id, *tok.encode(role), tok.end_header_id]
+    """Ids that open a message of `role` (for Llama-3: start, role, end, "\n\n")."""
+    suffix = tok.encode(tok.header_suffix) if tok.header_suffix else []
+    return [tok.start_header_id, *tok.encode(role), tok.end_header_id, *suffix]
 
 
 def message_ids(tok: Tokenizer, msg: Message) -> list[int]:

@@ -1,8 +1,11 @@
 """Tokenizers: a sentencepiece model trained offline from text the project generates, and
 Hugging Face tokenizer files for real Llama-3.x checkpoints, behind one small interface.
 
-Both expose the Llama-3 chat special tokens, so the chat format (data/chat.py) is the same for the
-tiny CPU model and for a real 8B/70B checkpoint.
+Both expose the Llama-3 chat special tokens, so the chat format (data/chat.py) has the same
+structure for the tiny CPU model and for a real 8B/70B checkpoint. One difference is a property of
+the tokenizer, `header_suffix`: Meta's Llama-3 format puts "\n\n" after `<|end_header_id|>`
+(HFTokenizer, byte-identical to llama_models' ChatFormat); the embedded sentencepiece models were
+trained without it and keep their own format (empty suffix).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class Tokenizer(Protocol):
     pad_id: int
     start_header_id: int
     end_header_id: int
+    header_suffix: str
+    """Text encoded after `<|end_header_id|>` in every message header ("\n\n" for Llama-3)."""
 
     def encode(self, text: str) -> list[int]:
         """Text to ids, with no BOS/EOS added."""
@@ -44,7 +49,10 @@ class SentencePieceTokenizer:
     """A sentencepiece BPE model with the Llama-3 chat specials as user-defined symbols.
 
     Byte fallback is on, so any UTF-8 text (real ColBench code included) encodes without <unk>.
+    Its chat headers carry no "\n\n" (header_suffix ""): the shipped checkpoints were trained so.
     """
+
+    header_suffix = ""
 
     def __init__(self, model_file: str | os.PathLike):
         import sentencepiece as spm
@@ -132,7 +140,14 @@ def train_sentencepiece(
 
 
 class HFTokenizer:
-    """Hugging Face tokenizer files (tokenizer.json etc.) of a Llama-3.x checkpoint, loaded offline."""
+    """Hugging Face tokenizer files (tokenizer.json etc.) of a Llama-3.x checkpoint, loaded offline.
+
+    Encodes as Meta's `Tokenizer.encode` does in its chat format: text that spells a special token
+    ("<|eot_id|>" inside a user's message or code) is encoded as plain text, never as the special
+    id, so no content can close a turn or open a header. Headers end with "\n\n" (Llama-3's format).
+    """
+
+    header_suffix = "\n\n"
 
     def __init__(self, path: str | os.PathLike):
         from transformers import AutoTokenizer
@@ -152,7 +167,7 @@ class HFTokenizer:
         self.pad_id = self._tok.pad_token_id if self._tok.pad_token_id is not None else self.eos_id
 
     def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False))
+        return list(self._tok.encode(text, add_special_tokens=False, split_special_tokens=True))
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=True)

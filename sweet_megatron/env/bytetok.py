@@ -19,6 +19,7 @@ class ByteTokenizer:
         self.end_header_id = ids["<|end_header_id|>"]
         self.eot_id = ids["<|eot_id|>"]
         self.pad_id = self.eos_id
+        self.header_suffix = ""
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8", "surrogatepass"))

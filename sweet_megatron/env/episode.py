@@ -1,6 +1,13 @@
 """The ColBench episode loop: an agent and a simulated person take turns until the agent writes
-"I WANT TO ANSWER:" (the answer is the text after it) or has taken `max_turns` turns (then there is
-no answer and the reward is 0).
+"I WANT TO ANSWER:" (the answer is the text after it, up to a repeated marker) or has taken
+`max_turns` turns. As the reference scores it (sweet_rl/environments/human_interaction_env.py,
+`step`), the last allowed turn ends the episode and, without the marker, its whole text is the
+answer.
+
+The opening of a dialogue follows the task's protocol (`episode_opening`): a real ColBench task
+gets ColBench's agent instructions as the system message and the problem as the person's first
+message, as the reference's agent sees it; a synthetic task keeps the embedded demo's prompt (the
+problem inside the system message), on which the shipped checkpoints were trained.
 
 Batched: all live episodes advance in lockstep, with one agent call (one generate call for an
 EngineAgent) and one simulator call per turn for the whole batch; finished episodes drop out.
@@ -34,6 +41,31 @@ SYSTEM_PROMPT = (
 )
 MAX_TURNS = 10
 
+COLBENCH_SYSTEM_PROMPT = (
+    "You are an assistant helping a person with a Python programming problem.\n"
+    "1) The problem is personal: what the person wants depends on details and constraints they have not "
+    "told you, so find them out by asking the person clarifying questions. Asking questions is expected.\n"
+    "2) Keep each question simple: the person answers only briefly, in about two sentences.\n"
+    "3) Once you have gathered enough information, begin your message with \"I WANT TO ANSWER:\" and give "
+    "your final answer.\n"
+    "4) You have at most {max_turns} rounds of conversation with the person, and you must give your final "
+    "answer within them.\n"
+    "5) Be as concise as you can with the person.\n\n"
+    "When you answer, write the final answer directly after \"I WANT TO ANSWER:\" as raw Python code."
+)
+"""ColBench's backend agent instructions (prompts/llm_agent_code_prompt.txt of the reference) in
+this project's words, same rules: clarifying questions, brief answers expected, the answer marker,
+the round limit, concision, the answer as raw Python code after the marker."""
+
+
+def episode_opening(task: Task, max_turns: int = MAX_TURNS) -> tuple[str, str | None]:
+    """(system message, the person's first message or None) that open the task's dialogue: ColBench's
+    protocol for real tasks (instructions; the problem as the first user message), the demo's single
+    system message for synthetic ones."""
+    if task.synthetic is not None:
+        return SYSTEM_PROMPT.format(problem_description=task.problem_description), None
+    return COLBENCH_SYSTEM_PROMPT.format(max_turns=max_turns), task.problem_description
+
 Action = tuple[list[int], list[float], str]
 """(action token ids, their log-probs, action text)."""
 
@@ -66,7 +98,7 @@ class Episode:
     task_index: int
     task_id: str
     system_prompt: str
-    """The system message: instructions and the problem description."""
+    """The system message: the agent's instructions (and, for synthetic tasks, the problem)."""
     turns: list[Turn] = field(default_factory=list)
     answer: str | None = None
     """The text after "I WANT TO ANSWER:", or None if the agent never answered."""
@@ -76,11 +108,16 @@ class Episode:
     score: Score | None = None
     """The evaluator's full result (per-test statuses), when scored."""
     done: bool = False
+    problem_message: str | None = None
+    """The person's opening message (ColBench's protocol: the problem description), or None when
+    the problem is part of the system message."""
 
     def messages(self) -> list[Message]:
-        """The dialogue: system prompt, then alternating assistant/user messages (the final
-        action included), ready for data.chat.render_dialogue."""
+        """The dialogue: system prompt, the person's opening message if any, then alternating
+        assistant/user messages (the final action included), ready for data.chat.render_dialogue."""
         msgs = [Message("system", self.system_prompt)]
+        if self.problem_message is not None:
+            msgs.append(Message("user", self.problem_message))
         for turn in self.turns:
             msgs.append(Message("assistant", turn.action_text))
             if turn.simulator_reply is not None:
@@ -107,10 +144,21 @@ class Episode:
 
 
 def extract_answer(action_text: str) -> str | None:
-    """The text after the first "I WANT TO ANSWER:", stripped; None when the marker is absent."""
+    """The text between the first "I WANT TO ANSWER:" and a second one (or the end), stripped, as
+    the reference takes `response.split(marker)[1]`; None when the marker is absent. (Stripped: the
+    reference passes the text on unstripped, where a leading space would fail its exec.)"""
     if ANSWER_MARK not in action_text:
         return None
-    return action_text.split(ANSWER_MARK, 1)[1].strip()
+    return action_text.split(ANSWER_MARK)[1].strip()
+
+
+def final_answer(action_text: str, last_turn: bool) -> str | None:
+    """The answer an action gives: the marked answer, or, on the last allowed turn, the whole text
+    (the reference: `self.answer = response` when `steps >= max_steps` without the marker)."""
+    answer = extract_answer(action_text)
+    if answer is None and last_turn:
+        return action_text.strip()
+    return answer
 
 
 def _next_prompt(tok: Tokenizer, turn: Turn) -> list[int]:
@@ -132,10 +180,13 @@ def run_episodes(
     evaluator: ScoreFn | None = None,
     max_turns: int = MAX_TURNS,
     tokenizer: Tokenizer | None = None,
-    system_prompt: str = SYSTEM_PROMPT,
+    system_prompt: str | None = None,
     score: bool = True,
 ) -> list[Episode]:
     """Play one episode per task, all in lockstep; returns them in task order.
+
+    `system_prompt` None opens each dialogue by its task's protocol (episode_opening); a string
+    (with a {problem_description} field) puts the problem into that system message for all tasks.
 
     `simulator` defaults to the rule-based one. `evaluator` is anything called as
     evaluator(tasks, answers) -> list[Score] (a BackendEvaluator works); None uses the process-wide
@@ -148,9 +199,14 @@ def run_episodes(
     if tok is None:
         raise ValueError("run_episodes: pass tokenizer= (the agent has no .tokenizer attribute)")
     simulator = simulator if simulator is not None else RuleBasedSimulator()
-    episodes = [Episode(t.index, t.task_id, system_prompt.format(problem_description=t.problem_description))
-                for t in tasks]
-    prompts = [render_prompt(tok, [Message("system", ep.system_prompt)]) for ep in episodes]
+    episodes = []
+    for t in tasks:
+        if system_prompt is None:
+            system, problem = episode_opening(t, max_turns)
+        else:
+            system, problem = system_prompt.format(problem_description=t.problem_description), None
+        episodes.append(Episode(t.index, t.task_id, system, problem_message=problem))
+    prompts = [render_prompt(tok, ep.messages()) for ep in episodes]
     live = list(range(len(tasks)))
     for turn_number in range(1, max_turns + 1):
         if not live:
@@ -164,11 +220,9 @@ def run_episodes(
         for i, (ids, logprobs, text) in zip(live, actions):
             ep = episodes[i]
             ep.turns.append(Turn(prompts[i], list(ids), list(logprobs), text))
-            answer = extract_answer(text)
+            answer = final_answer(text, last_turn=turn_number == max_turns)
             if answer is not None:
                 ep.answer, ep.done = answer, True
-            elif turn_number == max_turns:
-                ep.done = True
             else:
                 asking.append(i)
         if asking:

@@ -14,6 +14,10 @@ batch, so an LLM-backed simulator makes one generate call (or one burst of HTTP 
   two sentences; replies cut at 400 characters) through a ChatBackend: any RolloutEngine with a
   tokenizer (EngineChatBackend), or an OpenAI-compatible HTTP endpoint (OpenAIChatBackend: stdlib
   urllib, timeouts, bounded retries; a dead endpoint raises SimulatorError naming the URL).
+
+`build_simulator(SimulatorConfig)` makes the configured one: simulator=rule, simulator=http, or
+simulator=engine (a second model, its own HF checkpoint and tokenizer, on a local or vLLM engine
+loaded here; it never shares weights with the agent).
 """
 
 from __future__ import annotations
@@ -127,28 +131,32 @@ class RuleBasedSimulator:
 
 # ---------------------------------------------------------------- LLM-backed
 
-HUMAN_PROMPT = """Your task is to simulate a human user who interacts with an LLM agent in a dialogue.
-You would like the LLM agent to help you with the following problem:
+HUMAN_PROMPT = """You are playing a person who is talking with an AI assistant. You want the assistant's help with this problem:
 {problem_description}
 
-Your goal is to engage in the conversation with the LLM agent so that it can get to a personalized answer.
-You should make use of the following hidden information to answer the LLM agent.
-YOU SHOULD BEHAVE LIKE A HUMAN THAT NEEDS THE HELP FROM AN AGENT.
-YOU SHOULD ONLY ANSWER QUESTIONS WITH INFORMATION PROVIDED IN THE HIDDEN INFORMATION, AND SAY YOU DON'T KNOW IF THE ANSWER CANNOT BE FOUND IN THE HIDDEN INFORMATION.
+Help the conversation reach the answer you personally need. What you need is described by the hidden information below: answer the assistant's questions only with what it says, and say that you don't know when it does not contain the answer. Act like a person who needs help, and never show or dictate the code itself.
 
+Hidden information (the assistant cannot see it):
 {hidden_information}
 
-Here is the dialogue so far:
+The conversation so far:
 {dialogue_history}
 
-Now directly output your answer to the LLM agent IN TWO SENTENCES. DO NOT SAY ANYTHING ELSE."""
+Now reply to the assistant's last message in at most two sentences, and write nothing else."""
+"""ColBench's human-simulator prompt, in this project's words with the same rules: the problem,
+the hidden information as the only source of answers, "don't know" otherwise, a person's voice,
+two sentences; and, stated outright, no code handed over."""
 
 
 def format_history(task: Task, dialogue: list[Message]) -> str:
     """The dialogue as the simulator prompt shows it: the problem as the user's first message,
-    then 'agent:'/'user:' turns."""
+    then 'agent:'/'user:' turns. A dialogue that already opens with the problem as the person's
+    message (ColBench's protocol) shows it once."""
     parts = [f"user: {task.problem_description}"]
-    for msg in dialogue:
+    body = [m for m in dialogue if m.role != "system"]
+    if body and body[0] == Message("user", task.problem_description):
+        body = body[1:]
+    for msg in body:
         if msg.role == "assistant":
             parts.append(f"agent: {msg.content}")
         elif msg.role == "user":
@@ -267,3 +275,48 @@ class LLMSimulator:
         conversations = [self.conversation(t, d) for t, d in zip(tasks, dialogues, strict=True)]
         replies = self.backend.complete(conversations) if conversations else []
         return [(r or "").strip()[: self.max_chars] or "I don't know." for r in replies]
+
+
+# ---------------------------------------------------------------- from the config
+
+
+def build_simulator(cfg, seed: int = 0) -> Simulator:
+    """The simulator that `cfg` (config.SimulatorConfig) names."""
+    if cfg.kind == "rule":
+        return RuleBasedSimulator()
+    if cfg.kind == "http":
+        return LLMSimulator(OpenAIChatBackend(base_url=cfg.url, model=cfg.model, timeout_s=cfg.timeout_s,
+                                              max_attempts=cfg.retries))
+    if cfg.kind == "engine":
+        engine, tokenizer = load_simulator_engine(cfg, seed)
+        params = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                                stop_token_ids=(tokenizer.eot_id, tokenizer.eos_id), seed=seed)
+        return LLMSimulator(EngineChatBackend(engine, tokenizer, params))
+    raise ValueError(f"simulator.kind={cfg.kind!r}: use rule, http or engine")
+
+
+def load_simulator_engine(cfg, seed: int = 0) -> tuple[RolloutEngine, Tokenizer]:
+    """The simulator's own model on its own engine, weights streamed from its HF directory
+    (simulator.checkpoint), and its tokenizer (simulator.tokenizer_*; default: that directory)."""
+    from sweet_megatron.checkpoint.hf_io import ConversionError, HFCheckpoint
+    from sweet_megatron.data.tokenizer import load_tokenizer
+
+    try:
+        hf = HFCheckpoint(cfg.checkpoint)
+    except ConversionError as exc:
+        raise ValueError(f"simulator.checkpoint={cfg.checkpoint}: {exc}") from None
+    tokenizer = load_tokenizer(cfg.tokenizer_kind, cfg.tokenizer_path or cfg.checkpoint)
+    if tokenizer.vocab_size > hf.cfg.vocab_size:
+        raise ValueError(f"simulator tokenizer has {tokenizer.vocab_size} tokens but simulator.checkpoint's model "
+                         f"only {hf.cfg.vocab_size}: set simulator.tokenizer_path to the model's own tokenizer")
+    if cfg.engine == "vllm":
+        from sweet_megatron.rollout.vllm_engine import VLLMEngine
+
+        engine: RolloutEngine = VLLMEngine(hf.cfg, seed=seed, gpu_memory_utilization=cfg.gpu_memory_utilization)
+    else:
+        from sweet_megatron.rollout.local import LocalEngine
+
+        engine = LocalEngine(hf.cfg, seed=seed)
+    read = hf.reader()
+    engine.update_weights((name, read(name)) for name in hf.index)
+    return engine, tokenizer

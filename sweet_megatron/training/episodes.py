@@ -113,15 +113,9 @@ def build_engine(cfg: RolloutConfig, model_cfg: ModelConfig, seed: int):
 
 
 def build_simulator(cfg: SimulatorConfig):
-    from sweet_megatron.env import simulators
+    from sweet_megatron.env.simulators import build_simulator as build
 
-    if cfg.kind == "rule":
-        return simulators.RuleBasedSimulator()
-    if cfg.kind == "http":
-        backend = simulators.OpenAIChatBackend(base_url=cfg.url, model=cfg.model, timeout_s=cfg.timeout_s,
-                                               max_attempts=cfg.retries)
-        return simulators.LLMSimulator(backend)
-    raise ValueError("simulator.kind=engine needs a second rollout engine: use the Python API (env.simulators)")
+    return build(cfg)
 
 
 # ---------------------------------------------------------------------------------------- rollouts

@@ -7,7 +7,13 @@ from sweet_megatron.data.chat import Message, action_ids, render_dialogue, rende
 from sweet_megatron.data.tokenizer import train_sentencepiece
 from sweet_megatron.env.agents import EngineAgent, ScriptedAgent
 from sweet_megatron.env.bytetok import ByteTokenizer
-from sweet_megatron.env.episode import SYSTEM_PROMPT, extract_answer, run_episodes
+from sweet_megatron.env.episode import (
+    COLBENCH_SYSTEM_PROMPT,
+    SYSTEM_PROMPT,
+    extract_answer,
+    final_answer,
+    run_episodes,
+)
 from sweet_megatron.env.evaluator import BackendEvaluator
 from sweet_megatron.env.simulators import RuleBasedSimulator
 from sweet_megatron.env.synthetic import (
@@ -70,15 +76,47 @@ def test_scripted_episodes_lockstep_and_exact_ids(tasks, sp_tok, tokenizer):
         assert ep.token_ids(tok) == render_dialogue(tok, msgs)
 
 
-def test_turn_cap_means_no_answer(tasks):
+def test_last_turn_without_marker_is_the_answer(tasks):
+    """As the reference scores it: the last allowed turn ends the episode and its text is the answer."""
     tok = ByteTokenizer()
     agent = ScriptedAgent(tok, ScriptPolicy(distractor_prob=1.0))
     hard = [t for t in tasks if spec_of(t).difficulty == 4]
     episodes = run_episodes(agent, hard, RuleBasedSimulator(), max_turns=2)
     for ep in episodes:
-        assert len(ep.turns) == 2 and ep.answer is None and ep.reward == 0.0 and not ep.success
+        assert len(ep.turns) == 2 and ep.answer == ep.turns[1].action_text and ep.reward == 0.0 and not ep.success
         assert ep.turns[0].simulator_reply is not None and ep.turns[1].simulator_reply is None
-        assert ep.score.details["statuses"] == ["no_answer"] * 10
+        assert "no_answer" not in ep.score.details["statuses"]  # a question was run as the answer, and failed
+
+    # an unmarked reference function on the last turn scores as the answer; one turn earlier it does not
+    task = tasks[0]
+    spec = spec_of(task)
+    code = tariff_code(spec.skin, spec.params)
+    params = SamplingParams(temperature=0.0, max_tokens=16, stop_token_ids=(tok.eot_id,))
+    ep, = run_episodes(EngineAgent(TurnEngine(tok, ["What is the rate?", code]), tok, params), [task],
+                       RuleBasedSimulator(), max_turns=2, evaluator=BackendEvaluator())
+    assert ep.answer == code.strip() and ep.success and ep.reward == 1.0
+    ep, = run_episodes(EngineAgent(TurnEngine(tok, ["What is the rate?", code, "Anything else?"]), tok, params),
+                       [task], RuleBasedSimulator(), max_turns=3, evaluator=BackendEvaluator())
+    assert ep.turns[1].simulator_reply is not None and ep.answer == "Anything else?" and ep.reward == 0.0
+
+
+def test_real_tasks_open_with_colbench_protocol(real_tasks):
+    """The agent's system message is ColBench's instructions; the problem is the person's first message."""
+    tok = ByteTokenizer()
+    engine = TurnEngine(tok, ["Which units?", "I WANT TO ANSWER:\ndef f(): pass"])
+    agent = EngineAgent(engine, tok, SamplingParams(temperature=0.0, max_tokens=16, stop_token_ids=(tok.eot_id,)))
+    episodes = run_episodes(agent, real_tasks[:2], RuleBasedSimulator(), score=False)
+    for ep, task in zip(episodes, real_tasks[:2]):
+        msgs = ep.messages()
+        assert msgs[0] == Message("system", COLBENCH_SYSTEM_PROMPT.format(max_turns=10))
+        assert msgs[1] == Message("user", task.problem_description)
+        assert [m.role for m in msgs[2:]] == ["assistant", "user", "assistant"]
+        assert ep.turns[0].prompt_ids == render_prompt(tok, msgs[:2])
+        assert ep.token_ids(tok) == render_dialogue(tok, msgs)
+        assert ep.answer == "def f(): pass"
+    rules = COLBENCH_SYSTEM_PROMPT.format(max_turns=10)
+    assert "I WANT TO ANSWER:" in rules and "10 rounds" in rules and "raw Python code" in rules
+    assert "{" not in rules and task.problem_description not in rules
 
 
 def test_scripted_agent_on_real_task_is_a_clear_error(real_tasks):
@@ -149,3 +187,8 @@ def test_engine_agent_validates_params():
 def test_extract_answer():
     assert extract_answer("ok I WANT TO ANSWER:  def f(): pass ") == "def f(): pass"
     assert extract_answer("What is the rate?") is None
+    # the reference takes split(marker)[1]: a repeated marker ends the answer
+    assert extract_answer("I WANT TO ANSWER: def f(): pass\nI WANT TO ANSWER: def g(): pass") == "def f(): pass"
+    assert final_answer("What is the rate?", last_turn=False) is None
+    assert final_answer(" def f(): pass ", last_turn=True) == "def f(): pass"
+    assert final_answer("x I WANT TO ANSWER: y", last_turn=True) == "y"

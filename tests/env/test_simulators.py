@@ -127,7 +127,7 @@ def test_http_simulator_prompt_and_cut(server):
     assert req["body"]["model"] == "sim-model" and req["body"]["temperature"] == 0.0
     prompt = req["body"]["messages"][1]["content"]
     assert REFERENCE in prompt and "agent: What about Oprah?" in prompt
-    assert f"user: {TASK.problem_description}" in prompt and "IN TWO SENTENCES" in prompt
+    assert f"user: {TASK.problem_description}" in prompt and "two sentences" in prompt and "never show or dictate the code" in prompt
 
 
 def test_http_retries_then_succeeds(server):
@@ -197,3 +197,123 @@ def test_engine_backend_one_generate_call_per_batch():
     prompt_text = tok.decode(engine.calls[0][0][1])
     assert "agent: q2?" in prompt_text and REFERENCE in prompt_text
     assert engine.calls[0][1].temperature == 0.0 and engine.calls[0][1].stop_token_ids == (tok.eot_id,)
+
+
+# ---------------------------------------------------------------- simulator=engine, a real tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny_simulator_dir(tmp_path_factory):
+    """A tiny random Llama saved as a Hugging Face directory, with its own sentencepiece tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sweet_megatron.data.tokenizer import train_sentencepiece
+    from sweet_megatron.env.simulators import HUMAN_PROMPT
+
+    out = tmp_path_factory.mktemp("simulator")
+    texts = [HUMAN_PROMPT, TASK.problem_description, TASK.hidden_information, "Yes. No. I don't know."] * 5
+    tok = train_sentencepiece(texts, out / "tokenizer.model", vocab_size=384)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                      tie_word_embeddings=False)
+    LlamaForCausalLM(cfg).save_pretrained(out / "hf", safe_serialization=True)
+    return out
+
+
+def engine_config(tiny_simulator_dir, **kw):
+    from sweet_megatron.config import SimulatorConfig
+
+    return SimulatorConfig(kind="engine", checkpoint=str(tiny_simulator_dir / "hf"), tokenizer_kind="sentencepiece",
+                           tokenizer_path=str(tiny_simulator_dir / "tokenizer.model"), **kw)
+
+
+class Recording:
+    """Wraps the real engine: records what the simulator model is fed and what it generated."""
+
+    def __init__(self, engine):
+        self.engine, self.prompts, self.outputs = engine, [], []
+
+    def generate(self, prompts, params):
+        out = self.engine.generate(prompts, params)
+        self.prompts.append(prompts)
+        self.outputs.append([g[0].token_ids for g in out])
+        return out
+
+
+def test_engine_simulator_feeds_the_prompt_and_returns_its_generation(tiny_simulator_dir):
+    from sweet_megatron.data.chat import render_prompt
+    from sweet_megatron.env.simulators import build_simulator
+
+    sim = build_simulator(engine_config(tiny_simulator_dir, max_tokens=7), seed=0)
+    backend = sim.backend
+    tok = backend.tokenizer
+    assert (backend.params.temperature, backend.params.max_tokens) == (0.0, 7)
+    backend.engine = rec = Recording(backend.engine)
+    dialogues = [ask("Should Oprah count?"), ask("What about other hosts?")]
+    replies = sim.respond([TASK, TASK], dialogues)
+    assert len(rec.prompts) == 1 and len(rec.prompts[0]) == 2  # one generate call for the batch
+    for prompt, dialogue, output, reply in zip(rec.prompts[0], dialogues, rec.outputs[0], replies):
+        conv = sim.conversation(TASK, dialogue)
+        assert prompt == render_prompt(tok, [Message(m["role"], m["content"]) for m in conv])
+        fed = tok.decode(prompt)
+        assert REFERENCE in fed and TASK.problem_description in fed and dialogue[-1].content in fed
+        assert 1 <= len(output) <= 7  # the token cap
+        assert reply == (tok.decode(output).strip()[:400] or "I don't know.")
+    # greedy and deterministic: a second simulator from the same files says the same
+    assert build_simulator(engine_config(tiny_simulator_dir, max_tokens=7), seed=1).respond(
+        [TASK, TASK], dialogues) == replies
+
+
+def test_engine_simulator_replies_enter_the_dialogue(tiny_simulator_dir):
+    from sweet_megatron.env.agents import ScriptedAgent
+    from sweet_megatron.env.episode import run_episodes
+    from sweet_megatron.env.simulators import build_simulator
+
+    sim = build_simulator(engine_config(tiny_simulator_dir, max_tokens=5))
+    sim.backend.engine = rec = Recording(sim.backend.engine)
+    sim.max_chars = 12
+    tasks = generate_tasks(2, seed=1)
+    agent_tok = ByteTokenizer()
+    episodes = run_episodes(ScriptedAgent(agent_tok, tasks=tasks), tasks, sim, score=False)
+    asked = [t for ep in episodes for t in ep.turns if t.simulator_reply is not None]
+    assert asked and len(rec.prompts) == max(len(ep.turns) for ep in episodes) - 1
+    outputs = [o for call in rec.outputs for o in call]
+    assert sorted(t.simulator_reply for t in asked) == sorted(
+        sim.backend.tokenizer.decode(o).strip()[:12] or "I don't know." for o in outputs)
+    for ep in episodes:
+        for prev, nxt in zip(ep.turns, ep.turns[1:]):  # the agent's next prompt carries the reply
+            assert agent_tok.decode(nxt.prompt_ids[len(prev.prompt_ids):]).endswith(
+                "user" + prev.simulator_reply + "assistant")
+            assert len(prev.simulator_reply) <= 12
+
+
+def test_engine_simulator_config_errors(tiny_simulator_dir, tmp_path):
+    from sweet_megatron.config import ConfigError, SimulatorConfig
+    from sweet_megatron.env.simulators import build_simulator
+
+    with pytest.raises(ConfigError, match="simulator.checkpoint"):
+        SimulatorConfig(kind="engine")
+    with pytest.raises(ConfigError, match="simulator.engine"):
+        SimulatorConfig(kind="engine", checkpoint="x", engine="tpu")
+    with pytest.raises(ValueError, match=f"simulator.checkpoint={tmp_path}"):
+        build_simulator(SimulatorConfig(kind="engine", checkpoint=str(tmp_path)))
+    from sweet_megatron.data.tokenizer import train_sentencepiece
+    from sweet_megatron.env.simulators import HUMAN_PROMPT
+
+    texts = [HUMAN_PROMPT, TASK.problem_description, TASK.hidden_information, "Yes. No. I don't know."] * 5
+    train_sentencepiece(texts, tmp_path / "big.model", vocab_size=420)  # more tokens than the model's 384
+    big = SimulatorConfig(kind="engine", checkpoint=str(tiny_simulator_dir / "hf"), tokenizer_kind="sentencepiece",
+                          tokenizer_path=str(tmp_path / "big.model"))
+    with pytest.raises(ValueError, match="simulator.tokenizer_path"):
+        build_simulator(big)
+
+
+def test_history_shows_the_problem_once_in_either_protocol():
+    from sweet_megatron.env.simulators import format_history
+
+    demo = [Message("system", "instructions and problem"), Message("assistant", "q?"), Message("user", "a.")]
+    colbench = [Message("system", "instructions"), Message("user", TASK.problem_description), *demo[1:]]
+    want = f"user: {TASK.problem_description}\n\nagent: q?\n\nuser: a."
+    assert format_history(TASK, demo) == format_history(TASK, colbench) == want
