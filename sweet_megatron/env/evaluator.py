@@ -63,10 +63,11 @@ class EvaluatorConfig:
 
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     """Isolation and limits for both the answer and the reference runs."""
-    synthetic_fast_path: bool = True
+    synthetic_fast_path: bool = False
     """Score answers to synthetic tasks that stay within the family's arithmetic subset with a pure
-    interpreter (synthetic.template_test_results: same results, no process) and the rest in the
-    sandbox."""
+    interpreter in this process (synthetic.template_test_results: same results, no process, but no
+    time or memory limit: a few lines of repeated squaring run for half a minute). Off by default:
+    every answer, synthetic or real, goes through the sandbox (128 synthetic tasks: about 4 s)."""
     max_concurrency: int = 0
     """Most sandboxes running at once; 0 = twice the number of CPU cores (a sandbox spends part of
     its life starting processes and waiting on pipes, so twice the cores keeps them busy)."""
