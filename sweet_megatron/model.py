@@ -81,9 +81,13 @@ class ModelConfig:
     transformer_impl: str = "auto"
     """'auto': Transformer Engine when usable on a GPU, else megatron's local spec."""
     fp8: FP8Config = field(default_factory=FP8Config)
+    recompute: str = "none"
+    """Activation recomputation: 'none', or 'full' (every layer keeps only its input and reruns its
+    forward in the backward pass: megatron's recompute_granularity=full, method=uniform, 1 layer)."""
 
     def __post_init__(self) -> None:
         _check_choice("model.transformer_impl", self.transformer_impl, ("auto", "local", "transformer_engine"))
+        _check_choice("model.recompute", self.recompute, ("none", "full"))
         if self.num_attention_heads % self.num_query_groups:
             raise ValueError(
                 f"model.num_query_groups={self.num_query_groups} must divide num_attention_heads="
@@ -194,7 +198,16 @@ def transformer_config(cfg: ModelConfig, parallel: ParallelConfig, platform: Pla
         fp8_amax_history_len=cfg.fp8.amax_history_len,
         fp8_amax_compute_algo=cfg.fp8.amax_compute_algo,
         fp8_margin=cfg.fp8.margin,
+        **_recompute_kwargs(cfg.recompute),
     )
+
+
+def _recompute_kwargs(recompute: str) -> dict:
+    """TransformerConfig fields for model.recompute (megatron transformer_config.py: recompute_granularity,
+    recompute_method, recompute_num_layers)."""
+    if recompute == "full":
+        return dict(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    return {}
 
 
 def layer_spec(impl: str):
