@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                      "local KV-cache rollout engine: tokens/s for a batch of prompts"),
     "train": ("sweet_megatron.bench.train_step", "main",
               "one trainer step (megatron model, DDP, optimizer, packed rows): tokens/s, model TFLOP/s, MFU"),
+    "plan": ("sweet_megatron.bench.plan", "main",
+             "memory plan: per-GPU bytes of every phase for model x layout x rollout; refuses what cannot fit"),
     "convert": ("sweet_megatron.bench.convert", "main",
                 "sweet-convert on a synthetic wide Llama: peak RSS per process vs the model size"),
 }
