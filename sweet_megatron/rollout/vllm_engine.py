@@ -184,6 +184,9 @@ class VLLMEngine(RolloutEngine):
             if a.op == "sleep":
                 self.llm.sleep(level=a.arg)
             elif a.op == "wake_up":
+                # the trainer's cached blocks must go back to the driver first: vLLM's sleep-mode pool
+                # maps physical memory again on wake_up (vllm/device_allocator/cumem.py)
+                torch.cuda.empty_cache()
                 self.llm.wake_up(tags=list(a.arg))
             elif a.op == "reset_prefix_cache":
                 self.llm.reset_prefix_cache()
