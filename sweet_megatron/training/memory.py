@@ -143,8 +143,8 @@ def logprob_head_bytes(m: ModelConfig, par: ParallelConfig, fused: bool) -> floa
     vocab-parallel logits (bf16 output, fp32 copy, masked copy, softmax temporaries: ~16 B each)."""
     s, t = m.seq_length * par.micro_batch_size, par.tensor_parallel
     vp = m.padded_vocab_size(t) // t
-    if fused:
-        return 2 * min(s, 4096) * vp * 4
+    if fused:  # logit chunks, plus the gathered [s, h] hidden states under sequence parallelism
+        return 2 * min(s, 4096) * vp * 4 + (2 * s * m.hidden_size if par.sequence_parallel else 0)
     return s * vp * 16
 
 
@@ -188,7 +188,7 @@ def plan_memory(m: ModelConfig, par: ParallelConfig, world_size: int, *, engine:
     frozen = 2.0 * n
     training = {"params": 2.0 * n, "grads": 4.0 * n, "optimizer": 12.0 * n / opt_div}
     act = activation_bytes(m, par)
-    head = logprob_head_bytes(m, par, fused_logprob and not par.sequence_parallel)
+    head = logprob_head_bytes(m, par, fused_logprob)
     problems: list[str] = []
 
     use_vllm = engine == "vllm"

@@ -66,8 +66,8 @@ class ModelRunner:
         from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
         self.name = name
-        # The fused path needs full hidden states on every TP rank: not with sequence parallelism.
-        self.fused_logprob = fused_logprob and not parallel.sequence_parallel
+        # With sequence parallelism the fused path gathers the hidden states itself (megatron_seam).
+        self.fused_logprob = fused_logprob
         self.model_cfg = model_cfg
         self.parallel = parallel
         self.platform = platform
