@@ -134,6 +134,16 @@ SIZES: dict[str, ModelConfig] = {
 }
 
 
+def fp8_recipe_problem(recipe: str, capability: tuple[int, int]) -> str | None:
+    """Why FP8 recipe `recipe` cannot run on a GPU of compute `capability` (None: it can).
+    MXFP8 block scaling needs Blackwell (sm_100+); Transformer Engine's `MXFP8BlockScaling`
+    (transformer_engine/common/recipe) is not supported on Hopper (issue 18 #13)."""
+    if recipe == "mxfp8" and capability[0] < 10:
+        return (f"model.fp8.recipe=mxfp8 needs a Blackwell GPU (compute capability 10.0+), this one is "
+                f"{capability[0]}.{capability[1]}: use model.fp8.recipe=delayed or tensorwise")
+    return None
+
+
 def resolve_transformer_impl(cfg: ModelConfig) -> str:
     """'transformer_engine' or 'local', per cfg.transformer_impl and what is installed."""
     if cfg.transformer_impl == "auto":
@@ -158,6 +168,10 @@ def transformer_config(cfg: ModelConfig, parallel: ParallelConfig, platform: Pla
     fp8 = cfg.fp8.enabled and impl == "transformer_engine"
     if cfg.fp8.enabled and not fp8:
         log.warning("model.fp8.enabled ignored: FP8 needs the Transformer Engine layer spec")
+    if fp8 and platform.is_cuda:
+        problem = fp8_recipe_problem(cfg.fp8.recipe, torch.cuda.get_device_capability(platform.device))
+        if problem:
+            raise ValueError(problem)
     dtype = platform.params_dtype
     return TransformerConfig(
         num_layers=cfg.num_layers,
