@@ -81,9 +81,13 @@ class ModelConfig:
     transformer_impl: str = "auto"
     """'auto': Transformer Engine when usable on a GPU, else megatron's local spec."""
     fp8: FP8Config = field(default_factory=FP8Config)
+    recompute: str = "none"
+    """Activation recomputation: 'none', or 'full' (every layer keeps only its input and reruns its
+    forward in the backward pass: megatron's recompute_granularity=full, method=uniform, 1 layer)."""
 
     def __post_init__(self) -> None:
         _check_choice("model.transformer_impl", self.transformer_impl, ("auto", "local", "transformer_engine"))
+        _check_choice("model.recompute", self.recompute, ("none", "full"))
         if self.num_attention_heads % self.num_query_groups:
             raise ValueError(
                 f"model.num_query_groups={self.num_query_groups} must divide num_attention_heads="
@@ -130,6 +134,16 @@ SIZES: dict[str, ModelConfig] = {
 }
 
 
+def fp8_recipe_problem(recipe: str, capability: tuple[int, int]) -> str | None:
+    """Why FP8 recipe `recipe` cannot run on a GPU of compute `capability` (None: it can).
+    MXFP8 block scaling needs Blackwell (sm_100+); Transformer Engine's `MXFP8BlockScaling`
+    (transformer_engine/common/recipe) is not supported on Hopper (issue 18 #13)."""
+    if recipe == "mxfp8" and capability[0] < 10:
+        return (f"model.fp8.recipe=mxfp8 needs a Blackwell GPU (compute capability 10.0+), this one is "
+                f"{capability[0]}.{capability[1]}: use model.fp8.recipe=delayed or tensorwise")
+    return None
+
+
 def resolve_transformer_impl(cfg: ModelConfig) -> str:
     """'transformer_engine' or 'local', per cfg.transformer_impl and what is installed."""
     if cfg.transformer_impl == "auto":
@@ -154,6 +168,10 @@ def transformer_config(cfg: ModelConfig, parallel: ParallelConfig, platform: Pla
     fp8 = cfg.fp8.enabled and impl == "transformer_engine"
     if cfg.fp8.enabled and not fp8:
         log.warning("model.fp8.enabled ignored: FP8 needs the Transformer Engine layer spec")
+    if fp8 and platform.is_cuda:
+        problem = fp8_recipe_problem(cfg.fp8.recipe, torch.cuda.get_device_capability(platform.device))
+        if problem:
+            raise ValueError(problem)
     dtype = platform.params_dtype
     return TransformerConfig(
         num_layers=cfg.num_layers,
@@ -194,7 +212,16 @@ def transformer_config(cfg: ModelConfig, parallel: ParallelConfig, platform: Pla
         fp8_amax_history_len=cfg.fp8.amax_history_len,
         fp8_amax_compute_algo=cfg.fp8.amax_compute_algo,
         fp8_margin=cfg.fp8.margin,
+        **_recompute_kwargs(cfg.recompute),
     )
+
+
+def _recompute_kwargs(recompute: str) -> dict:
+    """TransformerConfig fields for model.recompute (megatron transformer_config.py: recompute_granularity,
+    recompute_method, recompute_num_layers)."""
+    if recompute == "full":
+        return dict(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
+    return {}
 
 
 def layer_spec(impl: str):

@@ -111,6 +111,14 @@ class ParallelConfig:
                 "parallel.context_parallel>1 needs Transformer Engine attention (megatron-core's local "
                 "attention has no context parallelism): set it to 1 on CPU"
             )
+        if cp > 1:
+            # The losses are CP-aware (algorithms/), but the runner feeds every CP rank whole packed
+            # rows: no per-rank THD partition (megatron's get_batch_on_this_cp_rank / TE's
+            # thd_get_partitioned_indices) and no cu_seqlens_*_padded yet (issue 18 #14).
+            raise LayoutError(
+                f"parallel.context_parallel={cp}: rows are not yet split per context-parallel rank, so "
+                "attention would be wrong; set it to 1 (use tensor/pipeline parallelism for long rows)"
+            )
         if world_size % self.model_parallel:
             raise LayoutError(
                 f"world size {world_size} is not divisible by tensor_parallel*pipeline_parallel*"

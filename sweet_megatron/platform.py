@@ -167,12 +167,48 @@ def setup_platform(force_cpu: bool | None = None) -> Platform:
     if torch.cuda.is_available() and not force_cpu:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
+        diff = stack_differences(installed_versions())
+        if diff and local_rank == 0:
+            log.warning("GPU stack differs from the tested one (README, GPU clusters): %s", "; ".join(diff))
         return Platform(torch.device("cuda", local_rank), "nccl", torch.bfloat16, cpu_compat=False)
     if torch.cuda.is_available():
         # Forced CPU on a GPU machine: megatron's CUDA calls would hit the real GPU; keep it simple.
         return Platform(_CPU, "gloo", torch.float32, cpu_compat=False)
     apply_cpu_compat()
     return Platform(_CPU, "gloo", torch.float32, cpu_compat=True)
+
+
+# The one GPU stack the GPU paths were read against (issue 18): vLLM 0.10.1.1 pins torch==2.7.1 in
+# its wheel METADATA, torch 2.7.1 pins triton==3.3.1; megatron-core 0.16.1 is the pinned core.
+# Transformer Engine is built against that torch (NGC's PyTorch container or `pip install
+# transformer-engine[pytorch]` after torch). Not yet run on a GPU: tests/gpu/acceptance.sh is the check.
+GPU_STACK: dict[str, str] = {"torch": "2.7.1", "vllm": "0.10.1.1", "triton": "3.3.1", "megatron-core": "0.16.1"}
+
+
+def stack_differences(installed: dict[str, str | None], target: dict[str, str] | None = None) -> list[str]:
+    """'<package> <installed> (tested stack: <target>)' for each package that differs; None = missing.
+    Local version tags (2.7.1+cu126) are ignored."""
+    target = GPU_STACK if target is None else target
+    out = []
+    for name, want in target.items():
+        got = installed.get(name)
+        if got is None:
+            out.append(f"{name} not installed (tested stack: {want})")
+        elif got.split("+")[0] != want:
+            out.append(f"{name} {got} (tested stack: {want})")
+    return out
+
+
+def installed_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in GPU_STACK:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def has_transformer_engine() -> bool:

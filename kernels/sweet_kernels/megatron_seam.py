@@ -51,6 +51,21 @@ def gpt_output_weight(model: torch.nn.Module) -> Tensor:
     return gpt.output_layer.weight
 
 
+def sequence_parallel_gather(hidden_sBH: Tensor) -> Tensor:
+    """[S/TP, B, H] sequence-parallel hidden states -> [S, B, H] on every TP rank.
+
+    Where megatron's output layer would all-gather its input (ColumnParallelLinear with
+    sequence_parallel: tensor_parallel/layers.py `linear_with_grad_accumulation_and_async_allreduce`),
+    the fused log-prob path gathers here (megatron tensor_parallel/mappings.py
+    `gather_from_sequence_parallel_region`). Its backward is a plain split
+    (tensor_parallel_output_grad=False): the fused kernel already all-reduces the hidden-state
+    gradient over TP, so each rank keeps its own slice of the summed gradient (issue 18 #11).
+    """
+    from megatron.core.tensor_parallel import gather_from_sequence_parallel_region
+
+    return gather_from_sequence_parallel_region(hidden_sBH, tensor_parallel_output_grad=False)
+
+
 def gpt_hidden_states(
     model: torch.nn.Module,
     tokens_BS: Tensor,
@@ -72,10 +87,10 @@ def gpt_hidden_states(
                          "earlier stages return hidden states from model(...) itself")
     if gpt.config.mtp_num_layers:
         raise ValueError("multi-token prediction (mtp_num_layers) is not supported by the fused log-prob path")
-    if gpt.output_layer.sequence_parallel:
-        raise ValueError("sequence_parallel=True is not supported by the fused log-prob path: set it to False")
     with _without_output_layer(gpt):
         hidden_SBH = model(tokens_BS, position_ids_BS, attention_mask, packed_seq_params=packed_seq_params)
+    if gpt.output_layer.sequence_parallel:
+        hidden_SBH = sequence_parallel_gather(hidden_SBH)
     weight_VH = gpt_output_weight(gpt)
     # Float16Module hands the last stage's output back in float32; the matmul wants the weight's dtype.
     hidden_TH = hidden_SBH.transpose(0, 1).reshape(-1, hidden_SBH.shape[-1]).to(weight_VH.dtype)

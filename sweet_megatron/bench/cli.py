@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "rollout": ("sweet_megatron.bench.rollout", "main",
                 "one RL iteration's rollout side by phase: wake, weight sync (gather, load, GB/s), generation "
                 "tokens/s, simulator, evaluator, sleep"),
+    "plan": ("sweet_megatron.bench.plan", "main",
+             "memory plan: per-GPU bytes of every phase for model x layout x rollout; refuses what cannot fit"),
     "convert": ("sweet_megatron.bench.convert", "main",
                 "sweet-convert on a synthetic wide Llama: peak RSS per process vs the model size"),
 }

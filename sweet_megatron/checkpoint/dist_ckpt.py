@@ -442,10 +442,15 @@ class CheckpointManager:
             if runner.trainable:
                 from megatron.core import dist_checkpointing
 
+                was_offloaded = getattr(runner, "offloaded", False)
+                if was_offloaded:  # optimizer state back on the device for the save, then away again
+                    runner.onload()
                 _prepare_adam_state(runner.optimizer)
                 sd = {"optimizer": runner.optimizer.sharded_state_dict(
                     sharded_model_state(runner.modules()), metadata=dict(OPTIM_METADATA))}
                 dist_checkpointing.save(sd, str(tmp / OPTIM_DIR / name))
+                if was_offloaded:
+                    runner.offload()
                 info.update(
                     optimizer_step=optimizer_step(runner.optimizer),
                     scheduler=runner.scheduler.state_dict(),
@@ -540,7 +545,12 @@ class CheckpointManager:
             if not runner.trainable:
                 continue
             if load_optimizer and info["trainable"]:
+                was_offloaded = getattr(runner, "offloaded", False)
+                if was_offloaded:
+                    runner.onload()
                 self._load_optimizer(path, name, runner, info)
+                if was_offloaded:
+                    runner.offload()
             else:
                 if load_optimizer:
                     self._warn(f"{path}: runner {name!r} was saved frozen: its optimizer starts fresh")

@@ -145,6 +145,9 @@ class VLLMEngine(RolloutEngine):
         if not torch.cuda.is_available():
             raise RuntimeError("rollout.engine=vllm needs a CUDA GPU; on CPU use rollout.engine=local")
         world = int(os.environ.get("WORLD_SIZE", "1"))
+        if tensor_parallel_size < 1:
+            raise ValueError(f"rollout.vllm_tensor_parallel={tensor_parallel_size}: 0 (auto) is resolved by "
+                             "sweet-train's memory plan (training/memory.py choose_engine_tp); pass a TP >= 1 here")
         if world % tensor_parallel_size:
             raise ValueError(
                 f"rollout.vllm.tensor_parallel_size={tensor_parallel_size} does not divide the world size {world}"
@@ -184,6 +187,9 @@ class VLLMEngine(RolloutEngine):
             if a.op == "sleep":
                 self.llm.sleep(level=a.arg)
             elif a.op == "wake_up":
+                # the trainer's cached blocks must go back to the driver first: vLLM's sleep-mode pool
+                # maps physical memory again on wake_up (vllm/device_allocator/cumem.py)
+                torch.cuda.empty_cache()
                 self.llm.wake_up(tags=list(a.arg))
             elif a.op == "reset_prefix_cache":
                 self.llm.reset_prefix_cache()

@@ -66,8 +66,8 @@ class ModelRunner:
         from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
         self.name = name
-        # The fused path needs full hidden states on every TP rank: not with sequence parallelism.
-        self.fused_logprob = fused_logprob and not parallel.sequence_parallel
+        # With sequence parallelism the fused path gathers the hidden states itself (megatron_seam).
+        self.fused_logprob = fused_logprob
         self.model_cfg = model_cfg
         self.parallel = parallel
         self.platform = platform
@@ -113,6 +113,7 @@ class ModelRunner:
             self.optimizer = None
             self.scheduler = None
         self.step = 0
+        self.offloaded = False
         self.dp_group = parallel_state.get_data_parallel_group()
         self.dp_rank = parallel_state.get_data_parallel_rank()
         self.dp_size = parallel_state.get_data_parallel_world_size()
@@ -251,6 +252,33 @@ class ModelRunner:
             dist.broadcast(vec, src=self.pp_last_rank, group=self.pp_group)
         return dict(zip(num_keys, vec.tolist(), strict=True))
 
+    def offload(self) -> None:
+        """An idle trainable runner frees its device memory except the parameters (forward still
+        works): megatron's own RL seams, `DistributedDataParallel.offload_grad_buffers` (the fp32
+        grad buffers' storage is released; they are zeroed before every step anyway) and
+        `MegatronOptimizer.offload_to_cpu` (main params and Adam moments to host; only bf16 runs:
+        with fp32 params the optimizer's params are the model's own). `train_step` reloads.
+        Idempotent; a no-op for frozen runners. Issue 18 #8."""
+        if not self.trainable or self.offloaded:
+            return
+        for c in self.chunks:
+            c.offload_grad_buffers(synchronize=self.platform.is_cuda, empty_cache=False)
+        if self.platform.params_dtype != torch.float32:
+            self.optimizer.offload_to_cpu()
+        if self.platform.is_cuda:
+            torch.cuda.empty_cache()
+        self.offloaded = True
+
+    def onload(self) -> None:
+        """Undo `offload` (grad buffers reallocated and zeroed, optimizer state back on the device)."""
+        if not self.offloaded:
+            return
+        for c in self.chunks:
+            c.restore_grad_buffers(synchronize=self.platform.is_cuda)
+        if self.platform.params_dtype != torch.float32:
+            self.optimizer.restore_from_cpu()
+        self.offloaded = False
+
     def load_weights(self, ckpt_dir) -> dict:
         """Load a model checkpoint (any layout) into this runner's chunks; returns its meta. Collective.
 
@@ -273,6 +301,7 @@ class ModelRunner:
         """One optimizer step over `rows` (the global batch). Returns summed metrics plus grad_norm, lr."""
         if not self.trainable:
             raise RuntimeError(f"{self.name} is frozen (built without an optimizer)")
+        self.onload()
         for c in self.chunks:
             c.train()
             c.zero_grad_buffer()

@@ -102,6 +102,21 @@ class SweetTrainer:
         self.model_cfg = cfg.model if cfg.model.vocab_size else cfg.model.with_vocab(self.tok.vocab_size)
         if self.model_cfg.vocab_size < self.tok.vocab_size:
             raise ValueError(f"model.vocab_size={self.model_cfg.vocab_size} < tokenizer size {self.tok.vocab_size}")
+        # The memory plan (training/memory.py) refuses a GPU layout that cannot fit, before any build,
+        # and sizes the vLLM TP when rollout.vllm_tensor_parallel=0.
+        from sweet_megatron.training import memory
+
+        if self.platform.is_cuda:
+            self.plan = memory.plan_memory(
+                self.model_cfg, cfg.parallel, parallel.world_size(), engine=cfg.rollout.engine,
+                engine_tp=cfg.rollout.vllm_tensor_parallel, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+                gpu_bytes=torch.cuda.get_device_properties(self.platform.device).total_memory,
+                bucket_bytes=cfg.rollout.bucket_mb << 20)
+            if is_rank0():
+                log.info("%s", self.plan.format())
+            memory.check_fits(self.plan)
+            if cfg.rollout.engine == "vllm" and cfg.rollout.vllm_tensor_parallel == 0:
+                cfg.rollout = replace(cfg.rollout, vllm_tensor_parallel=self.plan.engine_tp)
         # The actor: trained by sft, then by the actor stage (stage=pretrain trains a base model instead).
         if cfg.stage == "pretrain":
             self.actor = self._runner("base", cfg.pretrain.optim, cfg.pretrain.steps)
@@ -116,7 +131,7 @@ class SweetTrainer:
         from sweet_megatron.rollout.groups import engine_seed
 
         # one seed per engine group: the ranks of a vLLM TP group must sample alike
-        group = cfg.rollout.vllm_tensor_parallel if cfg.rollout.engine == "vllm" else 1
+        group = max(cfg.rollout.vllm_tensor_parallel, 1) if cfg.rollout.engine == "vllm" else 1
         self.engine = ep.build_engine(cfg.rollout, self.model_cfg,
                                       seed=engine_seed(cfg.seed, parallel.rank(), parallel.world_size(), group))
         self.simulator = ep.build_simulator(cfg.simulator)
@@ -155,7 +170,9 @@ class SweetTrainer:
         if hasattr(self, "engine"):
             self._release_engine()
         with self.timer(f"build_{name}"):
-            return ModelRunner(self.model_cfg, self.cfg.parallel, self.platform, optim, total_steps=steps, name=name)
+            runner = ModelRunner(self.model_cfg, self.cfg.parallel, self.platform, optim, total_steps=steps, name=name)
+        runner.offload()  # idle until its first train_step (which reloads): issue 18 #8
+        return runner
 
     def _copy(self, src: ModelRunner, dst: ModelRunner) -> None:
         """Same layout, so every rank copies its own shards."""
@@ -270,6 +287,7 @@ class SweetTrainer:
                 if on_step is not None:
                     self._save({"actor": self.actor})
                 raise Preempted(stage, step + 1)
+        runner.offload()  # done training for now: grads and optimizer state leave the device
         return last
 
     # ------------------------------------------------------------------------------------ stages

@@ -79,3 +79,17 @@ def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="sweet.credit_baseline=false"):
         load_config(["sweet.critic_reference=false", "sweet.credit_baseline=true"])
     assert load_config(["sweet.critic_reference=false"]).sweet.critic_reference is False
+
+
+def test_context_parallel_is_refused_on_the_te_spec_too():
+    """Issue 18 #14: nothing splits rows per CP rank yet, so CP>1 is refused everywhere."""
+    with pytest.raises(LayoutError, match="not yet split per context-parallel rank"):
+        ParallelConfig(context_parallel=2).validate(2, ModelConfig(), "transformer_engine")
+
+
+def test_mxfp8_needs_blackwell():
+    from sweet_megatron.model import fp8_recipe_problem
+
+    assert "Blackwell" in fp8_recipe_problem("mxfp8", (9, 0))  # H100
+    assert fp8_recipe_problem("mxfp8", (10, 0)) is None
+    assert fp8_recipe_problem("delayed", (9, 0)) is None

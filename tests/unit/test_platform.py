@@ -66,3 +66,13 @@ def test_cuda_setup_is_left_untouched():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "untouched" in out.stdout
+
+
+def test_gpu_stack_differences_are_named():
+    from sweet_megatron.platform import GPU_STACK, stack_differences
+
+    same = dict(GPU_STACK, torch=GPU_STACK["torch"] + "+cu126")
+    assert stack_differences(same) == []
+    diff = stack_differences(dict(GPU_STACK, vllm="0.32.0", triton=None))
+    assert diff == [f"vllm 0.32.0 (tested stack: {GPU_STACK['vllm']})",
+                    f"triton not installed (tested stack: {GPU_STACK['triton']})"]
