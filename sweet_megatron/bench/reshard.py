@@ -96,20 +96,21 @@ def _worker(rank: int, world: int, cfg: ModelConfig, layout: dict, bucket_bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sweet-bench reshard", description=__doc__.split("\n\n")[0])
-    p.add_argument("--tp", type=int, default=2)
-    p.add_argument("--pp", type=int, default=1)
-    p.add_argument("--vpp", type=int, default=None)
-    p.add_argument("--layers", type=int, default=6)
-    p.add_argument("--hidden", type=int, default=1024)
-    p.add_argument("--ffn", type=int, default=4096)
-    p.add_argument("--heads", type=int, default=16)
-    p.add_argument("--groups", type=int, default=4)
-    p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--bucket-mb", type=float, default=64)
+    p = argparse.ArgumentParser(prog="sweet-bench reshard", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--tp", type=int, default=2, help="tensor-parallel degree (one local gloo process per rank)")
+    p.add_argument("--pp", type=int, default=1, help="pipeline-parallel degree")
+    p.add_argument("--vpp", type=int, default=None, help="virtual pipeline stages per rank (None: off)")
+    p.add_argument("--layers", type=int, default=6, help="transformer layers")
+    p.add_argument("--hidden", type=int, default=1024, help="hidden size")
+    p.add_argument("--ffn", type=int, default=4096, help="SwiGLU inner size")
+    p.add_argument("--heads", type=int, default=16, help="attention heads")
+    p.add_argument("--groups", type=int, default=4, help="key/value heads (grouped-query attention)")
+    p.add_argument("--vocab", type=int, default=32000, help="vocabulary size")
+    p.add_argument("--bucket-mb", type=float, default=64, help="weight-stream bucket size in MiB")
     p.add_argument("--consumer", choices=["local", "none"], default="local",
                    help="'local': load into a LocalEngine (HF model); 'none': the stream alone")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="timed syncs (the fastest is reported)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
 
