@@ -73,6 +73,7 @@ class SweetTrainer:
         setup_logging(self.run_dir)
         self.timer = PhaseTimer()
         self.metrics = MetricsLogger(self.run_dir, cfg.train.tensorboard)
+        self.timer.record = self.metrics.log_phase  # phases.jsonl: every attempt's times, for the report
         self.progress = Progress(cfg.train.progress)
         if is_rank0():
             log.info("run directory: %s (world size %d, layout tp=%d pp=%d dp=%d, %s spec)", self.run_dir,
