@@ -1,13 +1,17 @@
 """The config tree: one typed dataclass per part, composed by hydra from `sweet_megatron/conf/`.
 
 Each part reads only its own branch (model, parallel, train, task, rollout, simulator, sweet).
-Structured schemas make an unknown or mistyped key an error that names the key; `__post_init__`
-checks values and says the fix. `load_config(overrides)` composes without hydra's CLI (tests,
-examples); `sweet-train` uses hydra's CLI with the same tree.
+The tree is closed: an unknown or mistyped key, in an override (`key=v`, `+key=v`, `++key=v`, `~key`)
+or in a yaml file, is a ConfigError naming the key and the closest valid one (`check_closed`);
+`__post_init__` checks values and says the fix. `compose_config(overrides)` composes the tree with
+hydra's compose API; `load_config` validates it into a RunConfig. `sweet-train` uses both.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,6 +173,7 @@ class RolloutConfig:
     engine: str = "local"
     """'local' (transformers with KV cache, CPU default) or 'vllm' (GPU, co-located)."""
     temperature: float = 0.7
+    """Sampling temperature of collected episodes and candidate actions (eval is greedy)."""
     top_p: float = 1.0
     max_tokens: int = 96
     """Most tokens in one agent turn."""
@@ -333,11 +338,12 @@ class RunConfig:
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     sweet: SweetConfig = field(default_factory=SweetConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    stage: str = "sft"
+    stage: str = "all"
     """Which stage to run: pretrain (a base model, on its own), sft, collect, critic, actor, eval, all (the chain), baselines."""
     run_dir: str = "runs/default"
     """Output directory: checkpoints, metrics.jsonl, TensorBoard events, report."""
     seed: int = 0
+    """Seed of the model's initialization, data order and sampling (the tasks follow task.seed)."""
     resume: bool = True
     """Resume from the run directory's latest complete checkpoint when there is one."""
 
@@ -366,16 +372,104 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     return obj
 
 
-def load_config(overrides: list[str] | None = None, config_name: str = "config") -> RunConfig:
-    """Compose conf/<config_name>.yaml with hydra-style overrides (e.g. ["parallel=tp2", "train.steps=3"])."""
+def _nested_schema(schema: type, name: str) -> type | None:
+    """The dataclass type of field `name` of dataclass `schema` (None for a leaf value)."""
+    hint = typing.get_type_hints(schema).get(name)
+    for candidate in (hint, *typing.get_args(hint)):  # `X | None` too
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def _unknown_key(dotted: str, valid: list[str]) -> ConfigError:
+    name = dotted.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    parent = dotted.rsplit(".", 1)[0] + "." if "." in dotted else ""
+    hint = (f"did you mean `{parent}{close[0]}`?" if close
+            else f"valid keys{' of ' + parent[:-1] if parent else ''}: {', '.join(valid)}")
+    return ConfigError(f"unknown key `{dotted}`: {hint}")
+
+
+def check_key(dotted: str, schema: type = None) -> None:  # type: ignore[assignment]
+    """Raise ConfigError when `dotted` (e.g. 'parallel.tensor_paralel') is no key of the schema
+    (default RunConfig), naming the closest valid key; `hydra.*` keys are hydra's own."""
+    schema = schema or RunConfig
+    parts = dotted.split(".")
+    if parts[0] == "hydra":
+        return
+    for i, part in enumerate(parts):
+        valid = [f.name for f in dataclasses.fields(schema)]
+        if part not in valid:
+            raise _unknown_key(".".join(parts[: i + 1]), valid)
+        nested = _nested_schema(schema, part)
+        if nested is None:
+            if i + 1 < len(parts):
+                raise ConfigError(f"`{'.'.join(parts[: i + 1])}` is a value, it has no key `{parts[i + 1]}`")
+            return
+        schema = nested
+
+
+def check_closed(cfg: DictConfig, schema: type = None, prefix: str = "") -> None:  # type: ignore[assignment]
+    """Every key of the composed `cfg` is a field of the schema (default RunConfig), however it got
+    there (a `+key` override, a yaml file); raises ConfigError naming the first unknown key."""
+    schema = schema or RunConfig
+    valid = [f.name for f in dataclasses.fields(schema)]
+    for key in cfg.keys():
+        key = str(key)
+        if not prefix and key == "hydra":
+            continue
+        if key not in valid:
+            raise _unknown_key(prefix + key, valid)
+        nested = _nested_schema(schema, key)
+        value = cfg._get_node(key)
+        if nested is not None and isinstance(value, DictConfig) and not value._is_none():
+            check_closed(value, nested, f"{prefix}{key}.")
+
+
+def _check_overrides(overrides: list[str]) -> None:
+    """Unknown keys and config-group options in overrides, named before hydra composes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:  # a malformed override
+        raise ConfigError(str(exc).strip()) from exc
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir() and not p.name.startswith("_")}
+    for ov in parsed:
+        key = ov.key_or_group
+        if key in groups:
+            options = sorted(f.stem for f in (CONF_DIR / key).glob("*.yaml"))
+            value = ov.value()
+            if isinstance(value, str) and value not in options:
+                close = difflib.get_close_matches(value, options, n=1, cutoff=0.5)
+                raise ConfigError(f"{key}={value}: no such {key} config"
+                                  + (f"; did you mean `{key}={close[0]}`?" if close else "")
+                                  + f" (options: {', '.join(options)})")
+            continue
+        check_key(key)
+
+
+def compose_config(overrides: list[str] | None = None, config_name: str = "config",
+                   return_hydra_config: bool = False) -> DictConfig:
+    """Compose conf/<config_name>.yaml with hydra-style overrides (e.g. ["parallel=tp2", "train.steps=3"])
+    into a DictConfig whose every key the schema knows (ConfigError otherwise); with
+    return_hydra_config, hydra's own node too (what `--cfg all` prints)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    overrides = list(overrides or [])
+    _check_overrides(overrides)
     register_schemas()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = compose(config_name=config_name, overrides=list(overrides or []))
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config)
     except Exception as exc:  # hydra's override and key errors
         raise ConfigError(str(exc).strip()) from exc
-    return to_run_config(cfg)
+    check_closed(cfg)
+    return cfg
+
+
+def load_config(overrides: list[str] | None = None, config_name: str = "config") -> RunConfig:
+    """`compose_config`, validated into a RunConfig."""
+    return to_run_config(compose_config(overrides, config_name))

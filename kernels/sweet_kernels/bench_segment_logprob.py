@@ -26,6 +26,7 @@ import torch
 
 from sweet_kernels import default_chunk_size, fused_linear_logprob
 from sweet_kernels.reference import full_logits_logprob
+from sweet_kernels.segment_logprob import select_backend
 
 
 class PeakMemory:
@@ -109,15 +110,18 @@ def run_one(path: str, args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tokens", type=int, default=4096, help="T")
-    parser.add_argument("--hidden", type=int, default=512, help="H")
-    parser.add_argument("--vocab", type=int, default=32000, help="V")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--chunk-size", type=int, default=None, help="tokens per chunk (default: memory rule)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "triton", "torch"])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=4096, help="T, tokens")
+    parser.add_argument("--hidden", type=int, default=512, help="H, hidden dim")
+    parser.add_argument("--vocab", type=int, default=32000, help="V, vocabulary")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="inputs' dtype")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="tokens per chunk of the fused path (None: default_chunk_size's rule)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "triton", "torch"],
+                        help="the fused path's row kernels: triton needs CUDA or TRITON_INTERPRET=1; auto picks")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where both run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per path (medians are reported)")
     parser.add_argument("--only", choices=["fused", "naive"], help=argparse.SUPPRESS)  # one path, JSON out
     return parser.parse_args(argv)
 
@@ -128,13 +132,20 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_one(args.only, args)))
         return
 
+    try:  # the child would fail the same way: say why here, in one line
+        select_backend(torch.device(args.device), args.backend)
+    except RuntimeError as exc:
+        sys.exit(f"bench_segment_logprob: --backend {args.backend} on {args.device}: {exc}")
     passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
     results = []
     for path in ("naive", "fused"):
         out = subprocess.run(
             [sys.executable, "-m", "sweet_kernels.bench_segment_logprob", *passthrough, "--only", path],
-            check=True, capture_output=True, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "1048576"},
+            capture_output=True, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "1048576"},
         )
+        if out.returncode != 0:  # the child's reason (its last line), not a bare CalledProcessError
+            reason = (out.stderr.strip().splitlines() or ["no output"])[-1]
+            sys.exit(f"bench_segment_logprob: the {path} path failed (exit {out.returncode}): {reason}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
 
     element = torch.finfo(getattr(torch, args.dtype)).bits // 8

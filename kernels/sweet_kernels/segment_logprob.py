@@ -191,6 +191,32 @@ def _cat_stats(stats: list[tuple[Tensor, Tensor, Tensor]], device: torch.device)
     return tuple(torch.cat(parts) for parts in zip(*stats, strict=True))
 
 
+def _chunk_buffer(backend: str, hidden_TH: Tensor, real_VH: Tensor, chunk_size: int) -> Tensor | None:
+    """The PyTorch path's one [C, V_local] float32 buffer, reused by every chunk (None: not this path).
+
+    Every chunk's matmul writes into it and the row math runs on it in place, so a pass allocates
+    one chunk of logits, not one per chunk plus a temporary: on the CPU a fresh large block costs its
+    page faults each time, which made the chunked path slower than the naive one."""
+    if backend != "torch" or hidden_TH.dtype != torch.float32 or real_VH.shape[0] == 0 or not len(hidden_TH):
+        return None
+    return hidden_TH.new_empty(min(chunk_size, hidden_TH.shape[0]), real_VH.shape[0])
+
+
+def _chunk_logits(hidden_CH: Tensor, real_VH: Tensor, buf_CV: Tensor) -> Tensor:
+    """hidden_CH @ real_VH^T written into the first C rows of buf_CV."""
+    return torch.mm(hidden_CH, real_VH.t(), out=buf_CV[: hidden_CH.shape[0]])
+
+
+def _row_stats_inplace(logits_CV: Tensor, target_C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`reference.row_stats_torch` for float32 logits, overwriting them with exp(logit - max): no
+    [C, V] temporary. Returns max_C, sumexp_C, target_logit_C (0 where target is -1), float32 [C]."""
+    has_target_C = target_C >= 0
+    target_logit_C = torch.where(has_target_C, logits_CV.gather(1, target_C.clamp(min=0)[:, None]).squeeze(1), 0.0)
+    max_C = logits_CV.amax(dim=1)
+    sumexp_C = logits_CV.sub_(max_C[:, None]).exp_().sum(dim=1)
+    return max_C, sumexp_C, target_logit_C
+
+
 class _FusedLinearLogprob(torch.autograd.Function):
     """logp_T from hidden_TH and the vocab-sharded weight_VH, chunk by chunk (see module docstring)."""
 
@@ -204,8 +230,13 @@ class _FusedLinearLogprob(torch.autograd.Function):
     def _forward(ctx, hidden_TH, weight_VH, labels_T, tp_group, vocab_size, chunk_size, backend):
         target_T = _local_targets(labels_T, weight_VH.shape[0], tp_group)
         real_VH = weight_VH[: _num_real_columns(weight_VH.shape[0], tp_group, vocab_size)]
-        # Each chunk's logits live only inside this comprehension step: [C, V_local] -> 3 x [C].
-        stats = [_row_stats(backend, hidden_TH[c] @ real_VH.t(), target_T[c]) for c in _chunks(len(target_T), chunk_size)]
+        buf_CV = _chunk_buffer(backend, hidden_TH, real_VH, chunk_size)
+        if buf_CV is not None:
+            stats = [_row_stats_inplace(_chunk_logits(hidden_TH[c], real_VH, buf_CV), target_T[c])
+                     for c in _chunks(len(target_T), chunk_size)]
+        else:  # each chunk's logits live only inside this comprehension step: [C, V_local] -> 3 x [C]
+            stats = [_row_stats(backend, hidden_TH[c] @ real_VH.t(), target_T[c])
+                     for c in _chunks(len(target_T), chunk_size)]
         max_T, sumexp_T, target_logit_T = _cat_stats(stats, hidden_TH.device)
         lse_T, target_logit_T = _combine_vocab_parallel(max_T, sumexp_T, target_logit_T, tp_group)
         valid_T = labels_T >= 0
@@ -228,8 +259,9 @@ class _FusedLinearLogprob(torch.autograd.Function):
         grad_hidden_TH = torch.empty_like(hidden_TH) if need_hidden else None
         # Weight grads of low-precision weights accumulate over chunks in float32, rounded once at the end.
         grad_weight_VH = torch.zeros_like(weight_VH, dtype=torch.float32) if need_weight else None
+        buf_CV = _chunk_buffer(ctx.backend, hidden_TH, real_VH, ctx.chunk_size)
         for c in _chunks(len(target_T), ctx.chunk_size):
-            logits_CV = hidden_TH[c] @ real_VH.t()
+            logits_CV = hidden_TH[c] @ real_VH.t() if buf_CV is None else _chunk_logits(hidden_TH[c], real_VH, buf_CV)
             _row_grad(ctx.backend, logits_CV, target_T[c], lse_T[c], grad_T[c], out_CV=logits_CV)
             if need_hidden:
                 torch.mm(logits_CV, real_VH, out=grad_hidden_TH[c])

@@ -33,17 +33,18 @@ def _convert(args: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sweet-bench convert", description=__doc__.split("\n\n")[0])
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=2048)
-    p.add_argument("--ffn", type=int, default=5632)
-    p.add_argument("--heads", type=int, default=16)
-    p.add_argument("--groups", type=int, default=4)
-    p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
-    p.add_argument("--tp", type=int, default=2)
-    p.add_argument("--pp", type=int, default=2)
-    p.add_argument("--max-shard-size", default="256MB")
+    p = argparse.ArgumentParser(prog="sweet-bench convert", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--layers", type=int, default=4, help="transformer layers of the synthetic Llama")
+    p.add_argument("--hidden", type=int, default=2048, help="hidden size")
+    p.add_argument("--ffn", type=int, default=5632, help="SwiGLU inner size")
+    p.add_argument("--heads", type=int, default=16, help="attention heads")
+    p.add_argument("--groups", type=int, default=4, help="key/value heads (grouped-query attention)")
+    p.add_argument("--vocab", type=int, default=32000, help="vocabulary size")
+    p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="dtype of the HF safetensors")
+    p.add_argument("--tp", type=int, default=2, help="tensor-parallel degree of the megatron checkpoint")
+    p.add_argument("--pp", type=int, default=2, help="pipeline-parallel degree of the megatron checkpoint")
+    p.add_argument("--max-shard-size", default="256MB", help="HF safetensors shard size of mcore-to-hf")
     p.add_argument("--workdir", default=None, help="where to write the checkpoints (default: a temp dir)")
     args = p.parse_args(argv)
 

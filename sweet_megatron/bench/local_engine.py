@@ -17,15 +17,16 @@ from sweet_megatron.model import SIZES
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sweet-bench local-engine", description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", default="tiny", choices=sorted(SIZES))
-    p.add_argument("--vocab", type=int, default=1024)
-    p.add_argument("--prompts", type=int, default=64)
+    p = argparse.ArgumentParser(prog="sweet-bench local-engine", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--size", default="tiny", choices=sorted(SIZES), help="named model size (sweet_megatron.model.SIZES), random weights")
+    p.add_argument("--vocab", type=int, default=1024, help="vocabulary size")
+    p.add_argument("--prompts", type=int, default=64, help="prompts in the batch")
     p.add_argument("--prompt-len", type=int, default=64, help="longest prompt (lengths are uniform in [len/2, len])")
-    p.add_argument("--new-tokens", type=int, default=64)
-    p.add_argument("--max-batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--new-tokens", type=int, default=64, help="tokens sampled per prompt")
+    p.add_argument("--max-batch-size", type=int, default=64, help="most sequences the engine decodes at once")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (None: torch's own choice)")
+    p.add_argument("--repeats", type=int, default=3, help="timed generate() calls (the best is reported)")
     args = p.parse_args(argv)
 
     from sweet_megatron.rollout.base import SamplingParams

@@ -98,17 +98,18 @@ def random_rows(rows: int, seq_length: int, vocab: int, min_doc: int, max_doc: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sweet-bench train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="sweet-bench train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="small", help="a config in sweet_megatron/conf/model (small, tiny, llama3_8b, ...)")
     p.add_argument("--parallel", default="single", help="a config in sweet_megatron/conf/parallel (run under torchrun)")
     p.add_argument("--vocab", type=int, default=None, help="vocabulary (default: the config's, else 2048)")
     p.add_argument("--seq-length", type=int, default=None, help="packed row length (default: the model's)")
     p.add_argument("--rows", type=int, default=4, help="packed rows per step (global batch)")
-    p.add_argument("--min-doc", type=int, default=128)
-    p.add_argument("--max-doc", type=int, default=512)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--peak-tflops", type=float, default=None)
+    p.add_argument("--min-doc", type=int, default=128, help="shortest random document packed into the rows (tokens)")
+    p.add_argument("--max-doc", type=int, default=512, help="longest random document (tokens)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--steps", type=int, default=5, help="timed steps")
+    p.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s for MFU (default: a known GPU's dense bf16 peak, on CPU the measured fp32 GEMM rate)")
     p.add_argument("--json", type=Path, default=None, help="also write the result here")
     p.add_argument("--compare", choices=["reference"], default=None,
                    help="'reference': train the embedded default on its demonstrations' critic pairs two ways, "

@@ -1,7 +1,13 @@
 """What a run tells: named timed phases, metrics to metrics.jsonl and TensorBoard, a progress bar.
 
 Only rank 0 writes; every rank may call. `metrics.jsonl` has one JSON object per logged step:
-`{"stage": ..., "step": ..., "time": ..., <metric>: <float>, ...}`.
+`{"stage": ..., "step": ..., "time": ..., "attempt": ..., <metric>: <float>, ...}`, and
+`phases.jsonl` one per finished phase: `{"phase": ..., "seconds": ..., "attempt": ..., "time": ...}`.
+
+`attempt` counts the invocations that wrote into the run directory (1 for the first). A run killed
+and resumed has attempt 1's records up to the kill, then attempt 2's; where attempt 2 repeats a
+(stage, step) of attempt 1 (work after attempt 1's last checkpoint), the later record supersedes
+the earlier one (`latest_records`). The report adds up every attempt's phase times.
 """
 
 from __future__ import annotations
@@ -60,12 +66,36 @@ def filter_library_warnings() -> None:
     logging.getLogger("megatron").setLevel(logging.WARNING)  # its import-time INFO lines (FSDP backends)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSONL file; a torn last line (a kill mid-write) is skipped."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def latest_records(records: list[dict]) -> list[dict]:
+    """The records that stand: for each (stage, step), the one of the latest attempt (in file order)."""
+    last_attempt: dict[tuple, int] = {}
+    for r in records:
+        key = (r.get("stage"), r.get("step"))
+        last_attempt[key] = max(last_attempt.get(key, 0), r.get("attempt", 1))
+    return [r for r in records if r.get("attempt", 1) == last_attempt[(r.get("stage"), r.get("step"))]]
+
+
 class PhaseTimer:
-    """Named, timed phases: `with timer("rollout"): ...`; totals and counts per name."""
+    """Named, timed phases: `with timer("rollout"): ...`; totals and counts per name. `record`, when
+    set (e.g. to `MetricsLogger.log_phase`), is called with (name, seconds) as each phase ends."""
 
     def __init__(self) -> None:
         self.total: dict[str, float] = defaultdict(float)
         self.count: dict[str, int] = defaultdict(int)
+        self.record = None
 
     @contextlib.contextmanager
     def __call__(self, name: str, quiet: bool = False):
@@ -82,6 +112,8 @@ class PhaseTimer:
             self.count[name] += 1
             if is_rank0():
                 log.log(level, "phase %s: %.2fs", name, dt)
+            if self.record is not None:
+                self.record(name, dt)
 
     def summary(self) -> dict[str, float]:
         return {f"time/{k}": round(v, 3) for k, v in self.total.items()}
@@ -94,9 +126,13 @@ class MetricsLogger:
         self.run_dir = run_dir
         self.enabled = is_rank0()
         self._tb = None
+        self.attempt = 1
         if self.enabled:
             run_dir.mkdir(parents=True, exist_ok=True)
+            earlier = read_jsonl(run_dir / "metrics.jsonl") + read_jsonl(run_dir / "phases.jsonl")
+            self.attempt = 1 + max((r.get("attempt", 1) for r in earlier), default=0)
             self._file = open(run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 - closed in close()
+            self._phases = open(run_dir / "phases.jsonl", "a", buffering=1)  # noqa: SIM115 - closed in close()
             if tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
@@ -108,7 +144,7 @@ class MetricsLogger:
     def log(self, stage: str, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        record = {"stage": stage, "step": step, "time": round(time.time(), 3)}
+        record = {"stage": stage, "step": step, "time": round(time.time(), 3), "attempt": self.attempt}
         record.update({k: (float(v) if isinstance(v, int | float) else v) for k, v in metrics.items()})
         self._file.write(json.dumps(record) + "\n")
         if self._tb is not None:
@@ -116,9 +152,16 @@ class MetricsLogger:
                 if isinstance(v, int | float):
                     self._tb.add_scalar(f"{stage}/{k}", v, step)
 
+    def log_phase(self, name: str, seconds: float) -> None:
+        """One finished phase, to phases.jsonl (so a killed attempt's times survive it)."""
+        if self.enabled:
+            self._phases.write(json.dumps({"phase": name, "seconds": round(seconds, 3), "attempt": self.attempt,
+                                           "time": round(time.time(), 3)}) + "\n")
+
     def close(self) -> None:
         if self.enabled:
             self._file.close()
+            self._phases.close()
             if self._tb is not None:
                 self._tb.close()
 

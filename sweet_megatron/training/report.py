@@ -75,14 +75,45 @@ def write_report(run_dir: Path, results: dict, timings: dict, config: dict) -> P
                                         ("code_questions_accuracy", "code_questions_pairs"),
                                         ("answers_accuracy", "answers_pairs"), ("mixed_accuracy", "mixed_pairs"))]
                 lines.append(f"| {population} | {name} | " + " | ".join(cells) + " |")
-    lines += ["", "## Time per phase (s)", "", "| phase | seconds |", "|---|---|"]
-    lines += [f"| {k.removeprefix('time/')} | {v:.1f} |" for k, v in sorted(timings.items(), key=lambda kv: -kv[1])]
+    lines += _phase_table(run_dir, timings)
     plots = _plots(run_dir, curve, head)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     md = run_dir / "results.md"
     md.write_text("\n".join(lines) + "\n")
     return md
+
+
+def _phase_table(run_dir: Path, timings: dict) -> list[str]:
+    """Time per phase over the whole run: this attempt's (`timings`) and, from phases.jsonl, every
+    earlier attempt's (a run killed and resumed, or an earlier command in the same run directory)."""
+    from sweet_megatron.training.metrics import read_jsonl
+
+    current = {k.removeprefix("time/"): v for k, v in timings.items()}
+    phases = read_jsonl(run_dir / "phases.jsonl")
+    this = max((r["attempt"] for r in phases), default=1)
+    earlier: dict[int, dict[str, float]] = {}
+    for r in phases:
+        if r["attempt"] < this:
+            by_phase = earlier.setdefault(r["attempt"], {})
+            by_phase[r["phase"]] = by_phase.get(r["phase"], 0.0) + r["seconds"]
+    if not earlier:
+        lines = ["", "## Time per phase (s)", "", "| phase | seconds |", "|---|---|"]
+        return lines + [f"| {k} | {v:.1f} |" for k, v in sorted(current.items(), key=lambda kv: -kv[1])]
+    attempts = sorted(earlier)
+    names = set(current).union(*earlier.values())
+    total = {n: current.get(n, 0.0) + sum(earlier[a].get(n, 0.0) for a in attempts) for n in names}
+    lines = ["", "## Time per phase (s)", "",
+             f"This run directory saw {this} attempts: attempt {this} made this report; "
+             + ", ".join(f"attempt {a}" for a in attempts) + " ended before it (interrupted and resumed, or an "
+             "earlier command), and their times are listed (marked *earlier*) and counted in the total.", "",
+             "| phase | " + " | ".join(f"attempt {a} (earlier)" for a in attempts) + f" | attempt {this} | total |",
+             "|---|" + "---|" * (len(attempts) + 2)]
+    for n in sorted(names, key=lambda n: -total[n]):
+        cells = [f"{earlier[a][n]:.1f}" if n in earlier[a] else "-" for a in attempts]
+        cells += [f"{current[n]:.1f}" if n in current else "-", f"{total[n]:.1f}"]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _plots(run_dir: Path, curve: list[tuple[str, float]], head: dict) -> list[Path]:
@@ -97,7 +128,9 @@ def _plots(run_dir: Path, curve: list[tuple[str, float]], head: dict) -> list[Pa
     records = []
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
-        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        from sweet_megatron.training.metrics import latest_records, read_jsonl
+
+        records = latest_records(read_jsonl(metrics))  # a resumed run's repeated steps: the later attempt's
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     if curve:
         axes[0].plot(range(len(curve)), [v for _, v in curve], marker="o")

@@ -74,6 +74,7 @@ class SweetTrainer:
         setup_logging(self.run_dir)
         self.timer = PhaseTimer()
         self.metrics = MetricsLogger(self.run_dir, cfg.train.tensorboard)
+        self.timer.record = self.metrics.log_phase  # phases.jsonl: every attempt's times, for the report
         self.progress = Progress(cfg.train.progress)
         self.stop = StopRequest(self.platform.device)
         self.stop.install()

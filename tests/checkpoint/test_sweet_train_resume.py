@@ -4,7 +4,8 @@ with the same weights (bit for bit) and logs the same loss curve as a run never 
 The kill lands at a random step after the first checkpoint exists (possibly in the middle of a
 later save); the rerun resumes by default (`resume=true`). Every metrics.jsonl line of the
 interrupted run (those from before the kill and those after the resume, which repeat some steps)
-must equal the uninterrupted run's line for that step, except the wall-clock time.
+must equal the uninterrupted run's line for that step, except the wall-clock time and the `attempt`
+that marks which invocation wrote it.
 """
 
 from __future__ import annotations
@@ -128,9 +129,12 @@ def test_sigkill_and_rerun_equals_uninterrupted(tmp_path):
     assert sorted(ref) == list(range(1, STEPS + 1))
     got = _metrics(run_dir)
     assert {m["step"] for m in got} == set(ref)
+    assert {m["attempt"] for m in ref.values()} == {1} and {m["attempt"] for m in got} == {1, 2}
+    assert got[0]["attempt"] == 1 and got[-1]["attempt"] == 2  # the resumed attempt's records are marked
     for m in got:
-        want = {k: v for k, v in ref[m["step"]].items() if k != "time"}
-        assert {k: v for k, v in m.items() if k != "time"} == want, f"step {m['step']} (killed after {killed_at}, seed {seed})"
+        want = {k: v for k, v in ref[m["step"]].items() if k not in ("time", "attempt")}
+        assert {k: v for k, v in m.items() if k not in ("time", "attempt")} == want, \
+            f"step {m['step']} (killed after {killed_at}, seed {seed})"
 
     a, b = _final_state(ref_dir), _final_state(run_dir)
     assert a.keys() == b.keys()

@@ -38,3 +38,34 @@ def test_report_holds_both_critics_on_both_populations(tmp_path):
         "| the actor's own | without reference | 0.700 (10 pairs) | 0.800 (6 pairs) | 0.500 (2 pairs) | 1.000 (1 pairs) | 0.250 (3 pairs) |",
     ]
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_resumed_run_accounts_for_every_attempt(tmp_path):
+    """Attempt 1 is killed after sft and part of collect; attempt 2 resumes, redoes collect, goes on."""
+    from sweet_megatron.training.metrics import MetricsLogger, PhaseTimer, latest_records, read_jsonl
+
+    first = MetricsLogger(tmp_path, tensorboard=False)
+    timer = PhaseTimer()
+    timer.record = first.log_phase
+    assert first.attempt == 1
+    first.log("sft", 10, {"loss": 2.0})
+    first.log("critic", 5, {"loss": 0.9})  # after the last checkpoint: attempt 2 redoes it
+    first.log_phase("stage_sft", 30.0)
+    first.log_phase("collect_rollout", 7.0)
+    with timer("tasks"):
+        pass
+    first.close()  # (a kill leaves the same files: they are line-buffered)
+    second = MetricsLogger(tmp_path, tensorboard=False)
+    assert second.attempt == 2
+    second.log("critic", 5, {"loss": 0.7})
+    second.log_phase("collect_rollout", 8.0)
+    second.close()
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["attempt"] for r in records] == [1, 1, 2]
+    assert [(r["stage"], r["loss"]) for r in latest_records(records)] == [("sft", 2.0), ("critic", 0.7)]
+    md = write_report(tmp_path, {}, {"time/collect_rollout": 8.0, "time/stage_actor": 4.0}, {}).read_text()
+    assert "| phase | attempt 1 (earlier) | attempt 2 | total |" in md
+    assert "| stage_sft | 30.0 | - | 30.0 |" in md  # only the interrupted attempt ran sft
+    assert "| collect_rollout | 7.0 | 8.0 | 15.0 |" in md
+    assert "| stage_actor | - | 4.0 | 4.0 |" in md
+    assert "| tasks | 0.0 | - | 0.0 |" in md  # recorded through PhaseTimer.record
