@@ -1,8 +1,12 @@
-"""`sweet-bench plan [world_size=N] [gpu_gb=80] [mfu=0.4] <config overrides>`: the memory plan.
+"""`sweet-bench plan [world_size=N] [gpu_gb=80] [mfu=0.4] [gpus_per_node=8] <config overrides>`: the memory plan.
 
 Prints per-GPU memory of every resident part in every phase (training/memory.py) and a projected
 training throughput; exits 1 naming what to change when the layout does not fit, 2 on a bad key.
-world_size defaults to the smallest multiple of 8 GPUs (one node) that holds the layout.
+Its own keys (the rest are sweet-train's config overrides, e.g. model=llama3_70b parallel=h100_70b rollout=vllm):
+  world_size     GPUs in the job (default: the smallest multiple of gpus_per_node that holds the layout)
+  gpu_gb         memory of one GPU in GB (default: 80)
+  mfu            model FLOPs utilization assumed for the projected tokens/s (default: 0.4)
+  gpus_per_node  GPUs per node (default: 8)
 """
 
 from __future__ import annotations

@@ -14,7 +14,20 @@ class _Parsed(Exception):
     pass
 
 
-@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+OVERRIDE_STYLE = {"plan": ("world_size", "gpu_gb", "mfu", "gpus_per_node")}
+"""Subcommands that take sweet-train's key=value overrides (plus keys of their own) instead of flags."""
+
+
+@pytest.mark.parametrize("name", sorted(OVERRIDE_STYLE))
+def test_override_style_subcommands_document_their_keys(name, capsys):
+    module, func, _ = SUBCOMMANDS[name]
+    assert getattr(importlib.import_module(module), func)(["--help"]) == 0
+    page = capsys.readouterr().out
+    for key in OVERRIDE_STYLE[name]:
+        assert f"\n  {key} " in page and "default" in page.split(f"\n  {key} ", 1)[1].split("\n", 1)[0], key
+
+
+@pytest.mark.parametrize("name", sorted(set(SUBCOMMANDS) - set(OVERRIDE_STYLE)))
 def test_every_flag_has_help_and_shows_its_default(name, monkeypatch, capsys):
     module, func, _ = SUBCOMMANDS[name]
 
