@@ -34,8 +34,12 @@ REFERENCE_HEADER = "\n\nReference solution (hidden from the agent):\n"
 
 
 # ---------------------------------------------------------------------------------------- set-up
-def load_task_splits(cfg: TaskConfig) -> tuple[list, list]:
-    """(training tasks, held-out tasks)."""
+def load_task_splits(cfg: TaskConfig, val: list | None = None) -> tuple[list, list]:
+    """(training tasks, held-out tasks). With task.train_file, the validation tasks carved from it
+    (task.val_size) are appended to `val` when given; they are the held-out tasks when there is no
+    task.eval_file. A missing file or a file without a usable row raises ConfigError naming the key."""
+    if cfg.source == "colbench" and cfg.train_file:
+        return _task_files(cfg, val)
     if cfg.source == "synthetic":
         from sweet_megatron.env.synthetic import generate_tasks
 
@@ -50,6 +54,38 @@ def load_task_splits(cfg: TaskConfig) -> tuple[list, list]:
     random.Random(cfg.seed).shuffle(order)
     train = [tasks[i] for i in order[: cfg.num_train]]
     held = [tasks[i] for i in order[cfg.num_train : cfg.num_train + cfg.num_eval]]
+    return train, held
+
+
+def _task_files(cfg: TaskConfig, val: list | None) -> tuple[list, list]:
+    from sweet_megatron.config import ConfigError
+    from sweet_megatron.env.tasks import TaskFormatError, read_task_file
+
+    files = {}
+    for key, path, limit in (("task.train_file", cfg.train_file, cfg.train_limit),
+                             ("task.eval_file", cfg.eval_file, cfg.eval_limit)):
+        if path is None:
+            continue
+        try:
+            files[key] = read_task_file(path, limit, key)
+        except (FileNotFoundError, TaskFormatError) as exc:
+            raise ConfigError(str(exc)) from None
+        log.info("%s", files[key].summary(key))
+        for problem in files[key].problems[3:]:
+            log.debug("skipped: %s", problem)
+    train = files["task.train_file"].tasks
+    if cfg.val_size >= len(train):
+        raise ConfigError(f"task.val_size={cfg.val_size} leaves no training task ({len(train)} usable rows in "
+                          f"{files['task.train_file'].path}); set it below {len(train)}")
+    order = list(range(len(train)))
+    random.Random(cfg.seed).shuffle(order)
+    carved = sorted(order[: cfg.val_size])
+    keep = sorted(order[cfg.val_size:])
+    val_tasks, train = [train[i] for i in carved], [train[i] for i in keep]
+    if val is not None:
+        val.extend(val_tasks)
+    held = files["task.eval_file"].tasks if "task.eval_file" in files else val_tasks
+    log.info("tasks: %d training, %d validation, %d held-out", len(train), len(val_tasks), len(held))
     return train, held
 
 

@@ -81,8 +81,11 @@ class SweetTrainer:
 
         # Tasks: training and held-out splits.
         with self.timer("tasks"):
-            self.train_tasks, self.eval_tasks = ep.load_task_splits(cfg.task)
-            self.tasks_by_id = {t.task_id: t for t in self.train_tasks + self.eval_tasks}
+            self.val_tasks: list = []
+            self.train_tasks, self.eval_tasks = ep.load_task_splits(cfg.task, self.val_tasks)
+            if not cfg.task.eval_file:
+                self.val_tasks = []  # they are the held-out set itself
+            self.tasks_by_id = {t.task_id: t for t in self.train_tasks + self.eval_tasks + self.val_tasks}
         if cfg.sweet.actor_scorer == "oracle" and not all(t.synthetic for t in self.train_tasks):
             from sweet_megatron.config import ConfigError
 
@@ -317,6 +320,11 @@ class SweetTrainer:
             episodes = ep.rollout(self.engine, self.tok, self.eval_tasks, self.simulator, self.cfg.rollout,
                                   greedy=True, seed=self.cfg.seed)
         result = ep.summarize(episodes)
+        if self.val_tasks:  # task.val_size tasks carved from task.train_file, next to the held-out set
+            with self.timer("eval_rollout"):
+                val = ep.summarize(ep.rollout(self.engine, self.tok, self.val_tasks, self.simulator, self.cfg.rollout,
+                                              greedy=True, seed=self.cfg.seed))
+            result |= {f"val_{k}": v for k, v in val.items()}
         self.metrics.log("eval", self.actor.step, {f"{key}/{k}": v for k, v in result.items()})
         if is_rank0():
             log.info("eval %s: success %.3f, mean reward %.3f over %d held-out tasks", key, result["success_rate"],
