@@ -275,6 +275,11 @@ class SweetConfig:
     """Which same-task trajectory pairs train the critic (and multi-turn DPO): 'best_vs_worse' (the
     reference implementation: the task's best against each worse one) or 'all_ordered' (every pair
     with a strictly higher reward chosen)."""
+    critic_min_best_reward: float | None = 1.0
+    """Trajectory pairs (critic and multi-turn DPO) come only from tasks whose best rollout reaches
+    this reward: the reference implementation's filter, 1.0 (a task is used only if one of its
+    rollouts passes every test; scripts/evaluate_code.py there). null: every task with two
+    different rewards."""
     critic_steps: int = 20
     critic_lr: float = 1e-3
     critic_beta: float = 1.0

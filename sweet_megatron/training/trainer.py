@@ -351,10 +351,21 @@ class SweetTrainer:
         sw = self.cfg.sweet
         name = "critic" if with_reference else "critic_noref"
         groups, sequences = ep.trajectory_pair_groups(self.tok, episodes, self.tasks_by_id, with_reference,
-                                                      sw.critic_pairs)
+                                                      sw.critic_pairs, sw.critic_min_best_reward)
+        if with_reference == sw.critic_reference:  # the actor's critic (not the credit check's baseline)
+            self.state["results"]["critic_pairs"] = len(groups)
         if not groups:
-            log.warning("%s: no task has episodes with different rewards: no pairs, critic and actor skipped "
-                        "this iteration (collect more episodes, or warm-start longer)", name)
+            why = (f"no task has episodes with different rewards and a best reward >= sweet.critic_min_best_reward="
+                   f"{sw.critic_min_best_reward}")
+            if self.cfg.sweet.offline_episodes and not any(k.startswith("actor_") for k in self.state["completed"]):
+                from sweet_megatron.config import ConfigError
+
+                raise ConfigError(f"{name}: sweet.offline_episodes={self.cfg.sweet.offline_episodes}: {why}, so no "
+                                  "trajectory pairs form. The file needs several rollouts of a task (matched by "
+                                  "task_id, else by content) with different rewards; or lower "
+                                  "sweet.critic_min_best_reward (null: no filter)")
+            log.warning("%s: %s: no pairs, critic and actor skipped this iteration (collect more episodes, or "
+                        "warm-start longer)", name, why)
             return None
         critic = self._runner(name, replace(self.cfg.train.optim, lr=sw.critic_lr, min_lr=sw.critic_lr / 10),
                               sw.critic_steps)
@@ -405,6 +416,7 @@ class SweetTrainer:
                      sw.num_candidates, distinct)
         groups, flat, pair_texts = ep.turn_pair_groups(self.tok, states, candidates, scores, sw.pairs_per_turn,
                                                        seed=self.cfg.seed + it, min_margin=sw.min_pair_margin)
+        self.state["results"]["actor_pairs"] = len(groups)
         if not groups:
             log.warning("actor: every candidate scored the same: no pairs, actor unchanged this iteration")
             return {"skipped": "no candidate pairs"}
@@ -497,7 +509,7 @@ class SweetTrainer:
         """Multi-turn DPO baseline: trajectory-level pairs, no training-time information."""
         sw = self.cfg.sweet
         groups, _ = ep.trajectory_pair_groups(self.tok, episodes, self.tasks_by_id, with_reference=False,
-                                              strategy=sw.critic_pairs)
+                                              strategy=sw.critic_pairs, min_best_reward=sw.critic_min_best_reward)
         if not groups:
             return {"skipped": "no pairs"}
         ref = self._runner("mtdpo_ref", None, 1)
