@@ -144,7 +144,21 @@ class TaskConfig:
     source: str = "synthetic"
     """'synthetic' (generated offline from a seed) or 'colbench' (a JSONL file in the backend schema)."""
     path: str | None = None
-    """JSONL file of tasks when source=colbench."""
+    """One JSONL file of tasks when source=colbench, split by a seeded shuffle into num_train
+    training and num_eval held-out tasks (ignored when task.train_file is set)."""
+    train_file: str | None = None
+    """JSONL file of training tasks (the released schema, e.g. ColBench's backend_tasks/train.jsonl);
+    every usable row is used (up to task.train_limit), less the task.val_size validation tasks."""
+    eval_file: str | None = None
+    """JSONL file of held-out tasks (e.g. backend_tasks/test.jsonl), its first task.eval_limit rows."""
+    train_limit: int | None = None
+    """Use only the first N usable rows of task.train_file (null: all)."""
+    eval_limit: int | None = None
+    """Use only the first N usable rows of task.eval_file (null: all; the paper evaluates on the
+    first 1000 rows of test.jsonl)."""
+    val_size: int = 0
+    """Tasks carved from task.train_file (seeded by task.seed) and kept out of training, for tuning:
+    evaluated as `val_*` next to the held-out set, or the held-out set itself without task.eval_file."""
     num_train: int = 1024
     num_eval: int = 128
     min_difficulty: int = 1
@@ -160,8 +174,21 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         _choice("task.source", self.source, ("synthetic", "colbench"))
-        if self.source == "colbench" and not self.path:
-            raise ConfigError("task.source=colbench needs task.path (a JSONL file)")
+        if self.source == "colbench" and not (self.path or self.train_file):
+            raise ConfigError("task.source=colbench needs task.train_file (with task.eval_file or task.val_size) "
+                              "or task.path (one JSONL file split num_train/num_eval)")
+        if (self.train_file or self.eval_file) and self.source != "colbench":
+            raise ConfigError("task.train_file/task.eval_file need task.source=colbench (or task=colbench_backend)")
+        if self.eval_file and not self.train_file:
+            raise ConfigError("task.eval_file needs task.train_file too (the training tasks)")
+        if self.train_file and not self.eval_file and self.val_size < 1:
+            raise ConfigError("task.train_file without task.eval_file: set task.eval_file (the held-out tasks) or "
+                              "task.val_size >= 1 (validation tasks carved from the train file)")
+        for key in ("train_limit", "eval_limit"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(f"task.{key}={getattr(self, key)}: set it >= 1 or null (all rows)")
+        if self.val_size < 0:
+            raise ConfigError(f"task.val_size={self.val_size}: set it >= 0")
         if not 1 <= self.min_difficulty <= self.max_difficulty <= 4:
             raise ConfigError("task: need 1 <= min_difficulty <= max_difficulty <= 4")
 
@@ -277,6 +304,11 @@ class SweetConfig:
     """Which same-task trajectory pairs train the critic (and multi-turn DPO): 'best_vs_worse' (the
     reference implementation: the task's best against each worse one) or 'all_ordered' (every pair
     with a strictly higher reward chosen)."""
+    critic_min_best_reward: float | None = 1.0
+    """Trajectory pairs (critic and multi-turn DPO) come only from tasks whose best rollout reaches
+    this reward: the reference implementation's filter, 1.0 (a task is used only if one of its
+    rollouts passes every test; scripts/evaluate_code.py there). null: every task with two
+    different rewards."""
     critic_steps: int = 30
     critic_lr: float = 3e-4
     critic_beta: float = 1.0

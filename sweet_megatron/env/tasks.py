@@ -149,6 +149,58 @@ def load_tasks(path: str | os.PathLike, limit: int | None = None) -> list[Task]:
     return tasks
 
 
+@dataclass
+class TaskFile:
+    """The usable tasks of a JSONL file and what was wrong with the others."""
+
+    path: Path
+    """The resolved file."""
+    tasks: list[Task]
+    problems: list[str]
+    """One 'file:line: what is wrong' message per row that could not be used."""
+
+    def summary(self, key: str) -> str:
+        """A one-line report: how many rows were used, how many skipped and the first few reasons."""
+        text = f"{key}={self.path}: {len(self.tasks)} tasks"
+        if self.problems:
+            shown = "; ".join(self.problems[:3]) + ("; ..." if len(self.problems) > 3 else "")
+            text += f", {len(self.problems)} unusable rows skipped ({shown})"
+        return text
+
+
+def read_task_file(path: str | os.PathLike, limit: int | None = None, key: str = "task file") -> TaskFile:
+    """Like load_tasks, but a row that is not JSON or not a valid task is recorded in `problems` and
+    skipped instead of raising (a released file with a few bad rows stays usable). Raises
+    FileNotFoundError naming `key` when the file is missing, TaskFormatError when no row is usable."""
+    resolved = resolve_builtin(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise FileNotFoundError(f"{key}={path}: no such file ({resolved}); give the path of a JSONL file of tasks "
+                                "in the ColBench backend schema")
+    tasks: list[Task] = []
+    problems: list[str] = []
+    with resolved.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if limit is not None and len(tasks) >= limit:
+                break
+            if not line.strip():
+                continue
+            where = f"{resolved}:{lineno}"
+            try:
+                task = Task.from_record(json.loads(line), where, index=len(tasks))
+            except json.JSONDecodeError as e:
+                problems.append(f"{where}: not valid JSON ({e.msg} at column {e.colno})")
+                continue
+            except TaskFormatError as e:
+                problems.append(str(e))
+                continue
+            task.task_id = task.task_id or f"{resolved.stem}:{lineno}"
+            tasks.append(task)
+    if not tasks:
+        detail = f" ({problems[0]})" if problems else " (the file is empty)"
+        raise TaskFormatError(f"{key}={path}: no usable task in {resolved}{detail}")
+    return TaskFile(resolved, tasks, problems)
+
+
 def save_tasks(tasks: list[Task], path: str | os.PathLike) -> None:
     """Write tasks as JSONL (atomically)."""
     path = Path(path)

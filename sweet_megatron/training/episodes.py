@@ -34,8 +34,12 @@ REFERENCE_HEADER = "\n\nReference solution (hidden from the agent):\n"
 
 
 # ---------------------------------------------------------------------------------------- set-up
-def load_task_splits(cfg: TaskConfig) -> tuple[list, list]:
-    """(training tasks, held-out tasks)."""
+def load_task_splits(cfg: TaskConfig, val: list | None = None) -> tuple[list, list]:
+    """(training tasks, held-out tasks). With task.train_file, the validation tasks carved from it
+    (task.val_size) are appended to `val` when given; they are the held-out tasks when there is no
+    task.eval_file. A missing file or a file without a usable row raises ConfigError naming the key."""
+    if cfg.source == "colbench" and cfg.train_file:
+        return _task_files(cfg, val)
     if cfg.source == "synthetic":
         from sweet_megatron.env.synthetic import generate_tasks
 
@@ -50,6 +54,38 @@ def load_task_splits(cfg: TaskConfig) -> tuple[list, list]:
     random.Random(cfg.seed).shuffle(order)
     train = [tasks[i] for i in order[: cfg.num_train]]
     held = [tasks[i] for i in order[cfg.num_train : cfg.num_train + cfg.num_eval]]
+    return train, held
+
+
+def _task_files(cfg: TaskConfig, val: list | None) -> tuple[list, list]:
+    from sweet_megatron.config import ConfigError
+    from sweet_megatron.env.tasks import TaskFormatError, read_task_file
+
+    files = {}
+    for key, path, limit in (("task.train_file", cfg.train_file, cfg.train_limit),
+                             ("task.eval_file", cfg.eval_file, cfg.eval_limit)):
+        if path is None:
+            continue
+        try:
+            files[key] = read_task_file(path, limit, key)
+        except (FileNotFoundError, TaskFormatError) as exc:
+            raise ConfigError(str(exc)) from None
+        log.info("%s", files[key].summary(key))
+        for problem in files[key].problems[3:]:
+            log.debug("skipped: %s", problem)
+    train = files["task.train_file"].tasks
+    if cfg.val_size >= len(train):
+        raise ConfigError(f"task.val_size={cfg.val_size} leaves no training task ({len(train)} usable rows in "
+                          f"{files['task.train_file'].path}); set it below {len(train)}")
+    order = list(range(len(train)))
+    random.Random(cfg.seed).shuffle(order)
+    carved = sorted(order[: cfg.val_size])
+    keep = sorted(order[cfg.val_size:])
+    val_tasks, train = [train[i] for i in carved], [train[i] for i in keep]
+    if val is not None:
+        val.extend(val_tasks)
+    held = files["task.eval_file"].tasks if "task.eval_file" in files else val_tasks
+    log.info("tasks: %d training, %d validation, %d held-out", len(train), len(val_tasks), len(held))
     return train, held
 
 
@@ -216,9 +252,11 @@ def sequence(tok: Tokenizer, messages: list[Message], context_weight: float = 0.
 
 
 def trajectory_pair_groups(tok: Tokenizer, episodes: list, tasks: dict, with_reference: bool,
-                           strategy: str = "best_vs_worse") -> tuple[list[list[Sequence]], list]:
+                           strategy: str = "best_vs_worse", min_best_reward: float | None = None
+                           ) -> tuple[list[list[Sequence]], list]:
     """Same-task trajectory pairs (`strategy` of algorithms.pairs.trajectory_pairs: best vs each
-    strictly worse, or every strictly ordered pair), as packing groups [chosen, rejected].
+    strictly worse, or every strictly ordered pair; only tasks whose best reward reaches
+    `min_best_reward`), as packing groups [chosen, rejected].
 
     tasks maps task_id -> Task (the critic's view needs the task's hidden information).
     """
@@ -227,7 +265,7 @@ def trajectory_pair_groups(tok: Tokenizer, episodes: list, tasks: dict, with_ref
     ids: dict[str, int] = {}
     task_ids = torch.tensor([ids.setdefault(e.task_id, len(ids)) for e in episodes])
     rewards = torch.tensor([float(e.reward) for e in episodes])
-    pairs = trajectory_pairs(task_ids, rewards, strategy=strategy)
+    pairs = trajectory_pairs(task_ids, rewards, strategy=strategy, min_best_reward=min_best_reward)
     groups = []
     for p, (c, r) in enumerate(zip(pairs.chosen_P.tolist(), pairs.rejected_P.tolist(), strict=True)):
         group = []
@@ -468,25 +506,36 @@ def text_probe(tok: Tokenizer, tasks: list):
 
 
 # ---------------------------------------------------------------------------------------- episode files
-def to_reference_record(e, task) -> dict:
-    """One episode in the reference implementation's JSONL layout."""
-    return {
-        "task": task.to_record(),
-        "dialogue_history": [{"role": m.role, "content": m.content} for m in e.messages()[1:]],
-        "answer": e.answer,
-        "reward": e.reward,
-    }
+LAYOUTS = ("project", "reference")
 
 
-def save_episodes(path: Path, episodes: list, tasks: dict) -> None:
-    """Episodes in the reference implementation's JSONL layout (task, dialogue_history, answer, reward);
-    written atomically by rank 0."""
+def to_reference_record(e, task, layout: str = "project") -> dict:
+    """One episode as a JSONL record: {"task", "dialogue_history", "answer", "reward"}.
+
+    layout 'reference' is the reference implementation's exactly: dialogue_history opens with the
+    user's problem statement (the task's problem description), then alternates assistant/user; the
+    task record has no task_id. 'project' (this project's own) starts dialogue_history with the
+    agent's first turn and keeps the task's id."""
+    history = [{"role": m.role, "content": m.content} for m in e.messages()[1:]]
+    record = task.to_record()
+    if layout == "reference":
+        history.insert(0, {"role": "user", "content": task.problem_description})
+        record.pop("task_id", None)
+    return {"task": record, "dialogue_history": history, "answer": e.answer, "reward": e.reward}
+
+
+def save_episodes(path: Path, episodes: list, tasks: dict, layout: str = "project") -> None:
+    """Episodes as JSONL (to_reference_record; `layout` 'project' or 'reference'), written
+    atomically by rank 0. Both layouts load back with load_episodes."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r}: use one of {', '.join(LAYOUTS)}")
     if dist.is_initialized() and dist.get_rank() != 0:
         return
+    path = Path(path)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as f:
         for e in episodes:
-            f.write(json.dumps(to_reference_record(e, tasks[e.task_id])) + "\n")
+            f.write(json.dumps(to_reference_record(e, tasks[e.task_id], layout)) + "\n")
     tmp.replace(path)
 
 
@@ -494,43 +543,76 @@ class EpisodeFormatError(ValueError):
     """A malformed line in an episodes file; the message names the file and line."""
 
 
-def load_episodes(path: str | Path) -> tuple[list, dict]:
-    """Episodes from a reference-layout JSONL file: (episodes, tasks by id).
+def content_task_id(task_record: dict) -> str:
+    """A task id from the task's content (problem description and reference code): the reference
+    layout carries no id, and the k rollouts of one task must share one to pair up."""
+    import hashlib
 
-    Each line: {"task": {ColBench task record}, "dialogue_history": [{"role": "assistant"|"user",
-    "content": str}, ...] (alternating, starting with the agent), "answer": str|null, "reward": float}.
+    text = json.dumps([task_record.get("problem_description"), task_record.get("ground_truth")])
+    return "task-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def load_episodes(path: str | Path, scorer=None) -> tuple[list, dict]:
+    """Episodes from a JSONL file in either layout of `to_reference_record`: (episodes, tasks by id).
+
+    Each line: {"task": {ColBench task record}, "dialogue_history": [{"role": "user"|"assistant",
+    "content": str, ...}, ...], "answer": str|null, "reward": float (optional)}. dialogue_history
+    either opens with the user's problem statement (the reference layout; that turn is the task's
+    description, not a reply, and is dropped) or with the agent's first turn (this project's);
+    after that it alternates assistant/user. Other keys of a turn ("input", "output") are ignored.
+    A task without "task_id" is identified by its content (content_task_id), so the rollouts of one
+    task pair however the file is ordered. Episodes without "reward" are scored by `scorer`
+    (default: the sandboxed backend evaluator, env.evaluator.score_answers) on their "answer", in
+    one batch; their task records then need "test_cases".
     """
     from sweet_megatron.env.episode import SYSTEM_PROMPT, Episode, Turn
     from sweet_megatron.env.tasks import Task, iter_jsonl
 
-    episodes, tasks = [], {}
-    for where, n, rec in iter_jsonl(path, EpisodeFormatError):
+    episodes, tasks, unscored = [], {}, []
+    for where, _, rec in iter_jsonl(path, EpisodeFormatError):
         try:
             t = rec["task"]
             task = Task(problem_description=t["problem_description"], ground_truth=t.get("ground_truth", ""),
                         hidden_information=t.get("hidden_information", t.get("ground_truth", "")),
-                        test_cases=t.get("test_cases", {}), task_id=t.get("task_id") or f"{Path(path).stem}:{n}",
+                        test_cases=dict(t.get("test_cases") or {}), task_id=t.get("task_id") or content_task_id(t),
                         synthetic=t.get("synthetic"))
-            history = rec["dialogue_history"]
-            reward = float(rec["reward"])
+            history = list(rec["dialogue_history"])
+            reward = float(rec["reward"]) if rec.get("reward") is not None else None
         except KeyError as exc:
-            raise EpisodeFormatError(f"{where}: missing field {exc.args[0]!r} (need task, dialogue_history, reward)"
-                                     ) from exc
-        except (TypeError, ValueError) as exc:
+            raise EpisodeFormatError(f"{where}: missing field {exc.args[0]!r} (need task, dialogue_history; "
+                                     "reward is optional)") from exc
+        except (TypeError, ValueError, AttributeError) as exc:
             raise EpisodeFormatError(f"{where}: bad value ({exc})") from exc
+        if history and isinstance(history[0], dict) and history[0].get("role") == "user":
+            history = history[1:]  # the reference layout: the problem statement opens the dialogue
+        answer = rec.get("answer")
         e = Episode(len(episodes), task.task_id, SYSTEM_PROMPT.format(problem_description=task.problem_description),
-                    answer=rec.get("answer"), reward=reward, success=reward >= 1.0, done=True)
+                    answer=answer if isinstance(answer, str) else None, reward=reward or 0.0,
+                    success=reward is not None and reward >= 1.0, done=True)
         for k, msg in enumerate(history):
-            role, content = msg.get("role"), msg.get("content")
+            role, content = (msg.get("role"), msg.get("content")) if isinstance(msg, dict) else (None, None)
             expected = "assistant" if k % 2 == 0 else "user"
             if role != expected or not isinstance(content, str):
-                raise EpisodeFormatError(f"{where}: dialogue_history[{k}] should be a {expected} turn with text content")
+                raise EpisodeFormatError(f"{where}: dialogue_history turn {k + 1} after the problem statement should "
+                                         f"be a {expected} turn with text content (got role {role!r})")
             if role == "assistant":
                 e.turns.append(Turn([], [], [], content))
             else:
                 e.turns[-1].simulator_reply = content
         if not e.turns:
             raise EpisodeFormatError(f"{where}: dialogue_history has no agent turn")
+        if reward is None:
+            if not task.test_cases:
+                raise EpisodeFormatError(f"{where}: no 'reward' and the task has no 'test_cases' to score the "
+                                         "answer with; add either")
+            unscored.append(e)
         episodes.append(e)
-        tasks[task.task_id] = task
+        tasks.setdefault(task.task_id, task)
+    if unscored:
+        if scorer is None:
+            from sweet_megatron.env.evaluator import score_answers as scorer
+        log.info("%s: scoring %d episodes without a reward with the evaluator", path, len(unscored))
+        for e, score in zip(unscored, scorer([tasks[e.task_id] for e in unscored], [e.answer for e in unscored]),
+                            strict=True):
+            e.reward, e.success, e.score = float(score.reward), bool(score.success), score
     return episodes, tasks

@@ -36,6 +36,9 @@ def summary(results: dict) -> dict:
                 out[f"{name}_turn_ranking_accuracy"] = credit[-1][key]["turn_ranking_accuracy"]
                 if "policy_turn_ranking_accuracy" in credit[-1][key]:
                     out[f"{name}_policy_turn_ranking_accuracy"] = credit[-1][key]["policy_turn_ranking_accuracy"]
+    for name in ("critic_pairs", "actor_pairs"):  # the last SWEET-RL iteration's pair counts
+        if name in results:
+            out[name] = results[name]
     for name in ("rft", "mtdpo"):
         if name in results and "success_rate" in results[name]:
             out[f"success_{name}"] = results[name]["success_rate"]

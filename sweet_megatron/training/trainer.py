@@ -85,8 +85,25 @@ class SweetTrainer:
 
         # Tasks: training and held-out splits.
         with self.timer("tasks"):
-            self.train_tasks, self.eval_tasks = ep.load_task_splits(cfg.task)
-            self.tasks_by_id = {t.task_id: t for t in self.train_tasks + self.eval_tasks}
+            self.val_tasks: list = []
+            self.train_tasks, self.eval_tasks = ep.load_task_splits(cfg.task, self.val_tasks)
+            if not cfg.task.eval_file:
+                self.val_tasks = []  # they are the held-out set itself
+            self.tasks_by_id = {t.task_id: t for t in self.train_tasks + self.eval_tasks + self.val_tasks}
+        if (cfg.stage in ("sft", "all", "baselines") and cfg.train.steps > 0 and cfg.task.num_demos == 0
+                and not cfg.sweet.offline_episodes):
+            from sweet_megatron.config import ConfigError
+
+            raise ConfigError("sft: task.num_demos=0 and no sweet.offline_episodes, so the warm start has no data; "
+                              "give sweet.offline_episodes (SFT on its successful episodes), task.num_demos > 0 "
+                              "(scripted demonstrations, synthetic tasks) or train.steps=0 (no warm start)")
+        if cfg.sweet.offline_episodes:
+            from sweet_megatron.builtin import resolve_builtin
+            from sweet_megatron.config import ConfigError
+
+            if not resolve_builtin(cfg.sweet.offline_episodes).is_file():
+                raise ConfigError(f"sweet.offline_episodes={cfg.sweet.offline_episodes}: no such file "
+                                  f"({Path(cfg.sweet.offline_episodes).resolve()})")
         if cfg.sweet.actor_scorer == "oracle" and not all(t.synthetic for t in self.train_tasks):
             from sweet_megatron.config import ConfigError
 
@@ -247,6 +264,38 @@ class SweetTrainer:
                 row.ref_logp = logp
         return rows, flat
 
+    def _fit_groups(self, name: str, groups: list[list]) -> list[list]:
+        """The length rule: a packing group (a demonstration, a trajectory pair, a candidate pair)
+        longer than model.seq_length is dropped whole, never truncated (a cut would remove the turn
+        being trained or one side of a comparison); the count is logged and kept in the results
+        (`dropped_long`) and metrics, and the run goes on. Turn states are filtered before sampling
+        by `_fit_states`."""
+        limit = self.model_cfg.seq_length
+        kept = [g for g in groups if group_length(g, self._share_prefix) <= limit]
+        dropped = len(groups) - len(kept)
+        self.state["results"].setdefault("dropped_long", {})[name] = dropped
+        if dropped:
+            self.metrics.log(name, self.actor.step, {"dropped_long": dropped})
+            if is_rank0():
+                log.warning("%s: dropped %d of %d groups longer than model.seq_length=%d", name, dropped, len(groups),
+                            limit)
+        return kept
+
+    def _fit_states(self, name: str, states: list) -> list:
+        """Turn states whose prompt, in the critic's view (the longest: it adds the reference), plus
+        rollout.max_tokens fits model.seq_length; the others are dropped and counted like groups."""
+        limit = self.model_cfg.seq_length - self.cfg.rollout.max_tokens
+        kept = [s for s in states if len(ep.candidate_sequence(self.tok, s, "", True).ids) <= limit]
+        dropped = len(states) - len(kept)
+        self.state["results"].setdefault("dropped_long", {})[name] = dropped
+        if dropped:
+            self.metrics.log(name, self.actor.step, {"dropped_long": dropped})
+            if is_rank0():
+                log.warning("%s: dropped %d of %d turn states whose prompt leaves under rollout.max_tokens=%d tokens "
+                            "of model.seq_length=%d", name, dropped, len(states), self.cfg.rollout.max_tokens,
+                            self.model_cfg.seq_length)
+        return kept
+
     def _rows_per_step(self, name: str, groups: list[list], rows: list[PackedRow]) -> int:
         """sweet.rows_per_step counts rows of the flat layout: shared-prefix rows hold more pairs, so
         a step takes proportionally fewer of them and sees as many pairs (and epochs) as before."""
@@ -342,17 +391,44 @@ class SweetTrainer:
         codes = [self.tok.decode(g[0].token_ids) for g in gens]
         return sum(answer_is_correct(t, c) for (t, _, _), c in zip(docs, codes, strict=True)) / max(len(docs), 1)
 
+    def _sft_demos(self) -> list:
+        """The warm start's episodes: task.num_demos noisy scripted demonstrations, or, with
+        task.num_demos=0, the successful episodes (reward 1) of sweet.offline_episodes (rejection
+        sampling of the offline data). No data at all is a ConfigError naming the keys."""
+        from sweet_megatron.config import ConfigError
+
+        if self.cfg.task.num_demos > 0:
+            return ep.scripted_demos(self.cfg.task, self.train_tasks, self.simulator, self.tok,
+                                     self.cfg.rollout.max_turns)
+        if not self.cfg.sweet.offline_episodes:
+            raise ConfigError("sft: task.num_demos=0 and no sweet.offline_episodes, so the warm start has no data; "
+                              "give sweet.offline_episodes (SFT on its successful episodes), task.num_demos > 0 "
+                              "(scripted demonstrations, synthetic tasks) or train.steps=0 (no warm start)")
+        good = [e for e in self._episodes(0) if e.success]
+        if not good:
+            raise ConfigError(f"sft: sweet.offline_episodes={self.cfg.sweet.offline_episodes} has no successful "
+                              "episode (reward 1) to warm-start from; give a file with successes or train.steps=0 "
+                              "(no warm start)")
+        return good
+
     def sft(self) -> None:
-        """Warm start: token NLL on agent actions of noisy scripted demonstrations."""
+        """Warm start: token NLL on agent actions of noisy scripted demonstrations, or of the offline
+        file's successful episodes (`_sft_demos`); train.steps=0 keeps the initial weights."""
         with self.timer("demos"):
-            demos = ep.scripted_demos(self.cfg.task, self.train_tasks, self.simulator, self.tok,
-                                      self.cfg.rollout.max_turns)
+            demos = self._sft_demos() if self.cfg.train.steps > 0 else []
             groups = [[ep.sequence(self.tok, e.messages(), context_weight=self.cfg.train.context_loss_weight)]
                       for e in demos]
-            rows, _ = self._rows(groups)
+            groups = self._fit_groups("sft", groups)
+            rows, _ = self._rows(groups) if groups else ([], [])
         if is_rank0():
             rate = sum(e.success for e in demos) / max(len(demos), 1)
-            log.info("sft: %d demonstrations (scripted success %.2f) packed into %d rows", len(demos), rate, len(rows))
+            log.info("sft: %d demonstrations (success %.2f) packed into %d rows, %d steps", len(demos), rate,
+                     len(rows), self.cfg.train.steps)
+        if self.cfg.train.steps > 0 and not rows:
+            from sweet_megatron.config import ConfigError
+
+            raise ConfigError("sft: every demonstration was dropped as longer than model.seq_length; raise "
+                              "model.seq_length or shorten the dialogues (rollout.max_turns, rollout.max_tokens)")
 
         self._train(self.actor, "sft", rows, sft_loss, self.cfg.train.steps, [], start=self.state["sft_step"],
                     on_step=lambda step: self._record_step("sft_step", step, self.cfg.train.steps),
@@ -371,6 +447,11 @@ class SweetTrainer:
             episodes = ep.rollout(self.engine, self.tok, self.eval_tasks, self.simulator, self.cfg.rollout,
                                   greedy=True, seed=self.cfg.seed)
         result = ep.summarize(episodes)
+        if self.val_tasks:  # task.val_size tasks carved from task.train_file, next to the held-out set
+            with self.timer("eval_rollout"):
+                val = ep.summarize(ep.rollout(self.engine, self.tok, self.val_tasks, self.simulator, self.cfg.rollout,
+                                              greedy=True, seed=self.cfg.seed))
+            result |= {f"val_{k}": v for k, v in val.items()}
         self.metrics.log("eval", self.actor.step, {f"{key}/{k}": v for k, v in result.items()})
         if is_rank0():
             log.info("eval %s: success %.3f, mean reward %.3f over %d held-out tasks", key, result["success_rate"],
@@ -397,10 +478,22 @@ class SweetTrainer:
         sw = self.cfg.sweet
         name = "critic" if with_reference else "critic_noref"
         groups, sequences = ep.trajectory_pair_groups(self.tok, episodes, self.tasks_by_id, with_reference,
-                                                      sw.critic_pairs)
+                                                      sw.critic_pairs, sw.critic_min_best_reward)
+        groups = self._fit_groups(name, groups)
+        if with_reference == sw.critic_reference:  # the actor's critic (not the credit check's baseline)
+            self.state["results"]["critic_pairs"] = len(groups)
         if not groups:
-            log.warning("%s: no task has episodes with different rewards: no pairs, critic and actor skipped "
-                        "this iteration (collect more episodes, or warm-start longer)", name)
+            why = (f"no task has episodes with different rewards and a best reward >= sweet.critic_min_best_reward="
+                   f"{sw.critic_min_best_reward}")
+            if self.cfg.sweet.offline_episodes and not any(k.startswith("actor_") for k in self.state["completed"]):
+                from sweet_megatron.config import ConfigError
+
+                raise ConfigError(f"{name}: sweet.offline_episodes={self.cfg.sweet.offline_episodes}: {why}, so no "
+                                  "trajectory pairs form. The file needs several rollouts of a task (matched by "
+                                  "task_id, else by content) with different rewards; or lower "
+                                  "sweet.critic_min_best_reward (null: no filter)")
+            log.warning("%s: %s: no pairs, critic and actor skipped this iteration (collect more episodes, or "
+                        "warm-start longer)", name, why)
             return None
         critic = self._runner(name, replace(self.cfg.train.optim, lr=sw.critic_lr, min_lr=sw.critic_lr / 10),
                               sw.critic_steps)
@@ -437,7 +530,12 @@ class SweetTrainer:
     def train_actor(self, episodes: list, critic: ModelRunner, critic_ref: ModelRunner, it: int) -> dict:
         """Per-turn DPO from critic-ranked candidates; reference = the actor before this stage."""
         sw = self.cfg.sweet
-        states = ep.sample_states(episodes, self.tasks_by_id, sw.actor_states, seed=self.cfg.seed + it)
+        states = self._fit_states("actor_states", ep.sample_states(episodes, self.tasks_by_id, sw.actor_states,
+                                                                   seed=self.cfg.seed + it))
+        if not states:
+            log.warning("actor: no turn state fits model.seq_length: actor unchanged this iteration")
+            self.state["results"]["actor_pairs"] = 0
+            return {"skipped": "no turn state fits model.seq_length"}
         self._sync_engine()
         with self.timer("actor_candidates"):
             candidates = ep.candidates(self.engine, self.tok, states, sw.num_candidates, self.cfg.rollout,
@@ -451,6 +549,10 @@ class SweetTrainer:
                      sw.num_candidates, distinct)
         groups, flat, pair_texts = ep.turn_pair_groups(self.tok, states, candidates, scores, sw.pairs_per_turn,
                                                        seed=self.cfg.seed + it, min_margin=sw.min_pair_margin)
+        fits = {id(g) for g in self._fit_groups("actor", groups)}
+        pair_texts = [t for g, t in zip(groups, pair_texts, strict=True) if id(g) in fits]
+        groups = [g for g in groups if id(g) in fits]
+        self.state["results"]["actor_pairs"] = len(groups)
         if not groups:
             log.warning("actor: every candidate scored the same: no pairs, actor unchanged this iteration")
             return {"skipped": "no candidate pairs"}
@@ -531,7 +633,10 @@ class SweetTrainer:
         good = [e for e in episodes if e.success]
         if not good:
             return {"skipped": "no successful episodes"}
-        rows, _ = self._rows([[ep.sequence(self.tok, e.messages())] for e in good])
+        groups = self._fit_groups("rft", [[ep.sequence(self.tok, e.messages())] for e in good])
+        if not groups:
+            return {"skipped": "every successful episode longer than model.seq_length"}
+        rows, _ = self._rows(groups)
         lr = self.cfg.sweet.actor_lr * 3  # plain NLL on its own successes tolerates a larger step than DPO
         runner = self._runner("rft", replace(self.cfg.train.optim, lr=lr, min_lr=lr / 10), self.cfg.sweet.actor_steps)
         self._copy(self.actor, runner)
@@ -543,7 +648,8 @@ class SweetTrainer:
         """Multi-turn DPO baseline: trajectory-level pairs, no training-time information."""
         sw = self.cfg.sweet
         groups, _ = ep.trajectory_pair_groups(self.tok, episodes, self.tasks_by_id, with_reference=False,
-                                              strategy=sw.critic_pairs)
+                                              strategy=sw.critic_pairs, min_best_reward=sw.critic_min_best_reward)
+        groups = self._fit_groups("mtdpo", groups)
         if not groups:
             return {"skipped": "no pairs"}
         ref = self._runner("mtdpo_ref", None, 1)
@@ -606,17 +712,27 @@ class SweetTrainer:
         return results
 
     def _episodes(self, it: int) -> list:
-        """This iteration's episodes: imported offline data, an earlier collection, or a new one."""
+        """This iteration's episodes: imported offline data (loaded and scored once), an earlier
+        collection, or a new one."""
+        from sweet_megatron.builtin import resolve_builtin
+
         offline = self.cfg.sweet.offline_episodes
-        path = Path(offline) if offline and it == 0 else self.run_dir / f"episodes_iter{it}.jsonl"
+        cache = getattr(self, "_loaded_episodes", {})
+        if it in cache:
+            return cache[it]
+        path = resolve_builtin(offline) if offline and it == 0 else self.run_dir / f"episodes_iter{it}.jsonl"
         if path.exists():
             episodes, tasks = ep.load_episodes(path)
             self.tasks_by_id.update(tasks)
             if is_rank0():
-                log.info("loaded %d episodes from %s", len(episodes), path)
+                log.info("loaded %d episodes of %d tasks from %s (success %.3f)", len(episodes), len(tasks), path,
+                         sum(e.success for e in episodes) / max(len(episodes), 1))
+            self._loaded_episodes = {**cache, it: episodes}
             return episodes
         if offline and it == 0:
-            raise FileNotFoundError(f"sweet.offline_episodes={offline}: no such file")
+            from sweet_megatron.config import ConfigError
+
+            raise ConfigError(f"sweet.offline_episodes={offline}: no such file ({Path(offline).resolve()})")
         return self.collect(it)
 
     def baselines(self) -> dict:

@@ -32,7 +32,12 @@ def test_round_trip_keeps_dialogue_reward_and_task(tmp_path):
         ("{not json", "not valid JSON"),
         (json.dumps({"task": {"problem_description": "x"}, "reward": 1}), "missing field 'dialogue_history'"),
         (json.dumps({"task": {"problem_description": "x"}, "dialogue_history": [{"role": "user", "content": "hi"}],
-                     "reward": 0}), r"dialogue_history\[0\] should be a assistant turn"),
+                     "reward": 0}), "dialogue_history has no agent turn"),
+        (json.dumps({"task": {"problem_description": "x"}, "dialogue_history": [
+            {"role": "user", "content": "x"}, {"role": "user", "content": "hi"}], "reward": 0}),
+         "turn 1 after the problem statement should be a assistant turn"),
+        (json.dumps({"task": {"problem_description": "x"}, "dialogue_history": [{"role": "assistant", "content": "a"}]}),
+         "no 'reward' and the task has no 'test_cases'"),
     ],
 )
 def test_malformed_line_is_reported_with_its_number(tmp_path, bad, match):
