@@ -13,7 +13,9 @@ The triad, Liger-style:
 - autograd Functions here (`_FusedLinearLogprob`, `_VocabParallelLogprob`), which loop over token
   chunks: the torch matmul makes one chunk's logits [C, V_local], a row kernel reduces it to three
   float32 [C] numbers (max, sum-exp, target logit), the chunk is freed. Backward recomputes each
-  chunk's logits and overwrites them with their gradient; only [T] statistics are saved;
+  chunk's logits and overwrites them with their gradient; only [T] statistics are saved. The PyTorch
+  path (CPU) on float32 reuses one chunk buffer throughout, and its backward chunks the vocabulary
+  rows instead of the tokens (`_backward_by_vocab`), so the weight gradient is written once;
 - functional API: `fused_linear_logprob`, `vocab_parallel_logprob`, `segment_sum_count`,
   `segment_mean`, `segment_logprob_mean`;
 - reference: `reference.py` (the naive full-logits path, and the PyTorch row operations that run
