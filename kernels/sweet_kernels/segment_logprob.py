@@ -13,7 +13,9 @@ The triad, Liger-style:
 - autograd Functions here (`_FusedLinearLogprob`, `_VocabParallelLogprob`), which loop over token
   chunks: the torch matmul makes one chunk's logits [C, V_local], a row kernel reduces it to three
   float32 [C] numbers (max, sum-exp, target logit), the chunk is freed. Backward recomputes each
-  chunk's logits and overwrites them with their gradient; only [T] statistics are saved;
+  chunk's logits and overwrites them with their gradient; only [T] statistics are saved. The PyTorch
+  path (CPU) on float32 reuses one chunk buffer throughout, and its backward chunks the vocabulary
+  rows instead of the tokens (`_backward_by_vocab`), so the weight gradient is written once;
 - functional API: `fused_linear_logprob`, `vocab_parallel_logprob`, `segment_sum_count`,
   `segment_mean`, `segment_logprob_mean`;
 - reference: `reference.py` (the naive full-logits path, and the PyTorch row operations that run
@@ -191,15 +193,46 @@ def _cat_stats(stats: list[tuple[Tensor, Tensor, Tensor]], device: torch.device)
     return tuple(torch.cat(parts) for parts in zip(*stats, strict=True))
 
 
+def _inplace_path(backend: str, hidden_TH: Tensor, real_VH: Tensor) -> bool:
+    """The PyTorch path on float32 data with some tokens and vocab rows: reused buffers, math in place."""
+    return backend == "torch" and hidden_TH.dtype == torch.float32 and real_VH.shape[0] > 0 and len(hidden_TH) > 0
+
+
 def _chunk_buffer(backend: str, hidden_TH: Tensor, real_VH: Tensor, chunk_size: int) -> Tensor | None:
     """The PyTorch path's one [C, V_local] float32 buffer, reused by every chunk (None: not this path).
 
     Every chunk's matmul writes into it and the row math runs on it in place, so a pass allocates
     one chunk of logits, not one per chunk plus a temporary: on the CPU a fresh large block costs its
     page faults each time, which made the chunked path slower than the naive one."""
-    if backend != "torch" or hidden_TH.dtype != torch.float32 or real_VH.shape[0] == 0 or not len(hidden_TH):
+    if not _inplace_path(backend, hidden_TH, real_VH):
         return None
     return hidden_TH.new_empty(min(chunk_size, hidden_TH.shape[0]), real_VH.shape[0])
+
+
+def _backward_by_vocab(hidden_TH: Tensor, real_VH: Tensor, target_T: Tensor, lse_T: Tensor, grad_T: Tensor,
+                       grad_hidden_TH: Tensor | None, grad_weight_VH: Tensor | None, vocab_chunk: int) -> None:
+    """The PyTorch path's backward, in chunks of vocabulary rows instead of tokens (float32).
+
+    For each chunk of Vc rows: logits_TC = hidden_TH @ W_chunk^T into one reused buffer, overwritten
+    in place by their gradient grad_T * (onehot(target) - softmax); then grad_hidden_TH += G @ W_chunk
+    and grad_weight_VH[chunk] = G^T @ hidden_TH, each weight row written once with the whole T as
+    the inner dimension (token chunks would read and write the whole [V, H] weight gradient once a
+    chunk). Vc is chosen so a chunk holds as many elements as a forward chunk (the same memory rule).
+    grad_hidden_TH [T, H] and grad_weight_VH [V_real, H] (float32) are written, or None."""
+    num_tokens, vocab = hidden_TH.shape[0], real_VH.shape[0]
+    if grad_hidden_TH is not None:
+        grad_hidden_TH.zero_()
+    flat = hidden_TH.new_empty(num_tokens * min(vocab_chunk, vocab))
+    for vs in _chunks(vocab, vocab_chunk):
+        width = vs.stop - vs.start
+        grad_TC = torch.mm(hidden_TH, real_VH[vs].t(), out=flat[: num_tokens * width].view(num_tokens, width))
+        grad_TC.sub_(lse_T[:, None]).exp_().mul_(-grad_T[:, None])
+        rows = ((target_T >= vs.start) & (target_T < vs.stop)).nonzero().squeeze(1)
+        grad_TC.index_put_((rows, target_T[rows] - vs.start), grad_T[rows], accumulate=True)
+        if grad_hidden_TH is not None:
+            grad_hidden_TH.addmm_(grad_TC, real_VH[vs])
+        if grad_weight_VH is not None:
+            torch.mm(grad_TC.t(), hidden_TH, out=grad_weight_VH[vs])
 
 
 def _chunk_logits(hidden_CH: Tensor, real_VH: Tensor, buf_CV: Tensor) -> Tensor:
@@ -259,17 +292,21 @@ class _FusedLinearLogprob(torch.autograd.Function):
         grad_hidden_TH = torch.empty_like(hidden_TH) if need_hidden else None
         # Weight grads of low-precision weights accumulate over chunks in float32, rounded once at the end.
         grad_weight_VH = torch.zeros_like(weight_VH, dtype=torch.float32) if need_weight else None
-        buf_CV = _chunk_buffer(ctx.backend, hidden_TH, real_VH, ctx.chunk_size)
-        for c in _chunks(len(target_T), ctx.chunk_size):
-            logits_CV = hidden_TH[c] @ real_VH.t() if buf_CV is None else _chunk_logits(hidden_TH[c], real_VH, buf_CV)
-            _row_grad(ctx.backend, logits_CV, target_T[c], lse_T[c], grad_T[c], out_CV=logits_CV)
-            if need_hidden:
-                torch.mm(logits_CV, real_VH, out=grad_hidden_TH[c])
-            if need_weight:  # padding rows keep a zero gradient
-                if logits_CV.dtype == torch.float32:
-                    grad_weight_VH[:num_real].addmm_(logits_CV.t(), hidden_TH[c])
-                else:
-                    grad_weight_VH[:num_real] += logits_CV.t() @ hidden_TH[c]
+        if _inplace_path(ctx.backend, hidden_TH, real_VH):
+            _backward_by_vocab(hidden_TH, real_VH, target_T, lse_T, grad_T, grad_hidden_TH,
+                               None if grad_weight_VH is None else grad_weight_VH[:num_real],
+                               vocab_chunk=max(1, ctx.chunk_size * num_real // max(1, len(target_T))))
+        else:
+            for c in _chunks(len(target_T), ctx.chunk_size):
+                logits_CV = hidden_TH[c] @ real_VH.t()
+                _row_grad(ctx.backend, logits_CV, target_T[c], lse_T[c], grad_T[c], out_CV=logits_CV)
+                if need_hidden:
+                    torch.mm(logits_CV, real_VH, out=grad_hidden_TH[c])
+                if need_weight:  # padding rows keep a zero gradient
+                    if logits_CV.dtype == torch.float32:
+                        grad_weight_VH[:num_real].addmm_(logits_CV.t(), hidden_TH[c])
+                    else:
+                        grad_weight_VH[:num_real] += logits_CV.t() @ hidden_TH[c]
         if need_hidden and _group_size(ctx.tp_group) > 1:
             dist.all_reduce(grad_hidden_TH, group=ctx.tp_group)
         if need_weight:
