@@ -38,6 +38,7 @@ for p in "${missing[@]}"; do
   case "$p" in
     bubblewrap) problems+=("without bubblewrap the evaluator refuses to run answer code: ColBench backend scoring (task=colbench_backend) cannot run") ;;
     slurm*|munge) problems+=("without $p the Slurm tests (tests/slurm) skip") ;;
+    chromium) problems+=("without chromium ColBench frontend pages cannot be rendered (their tests skip)") ;;
   esac
 done
 
@@ -45,10 +46,21 @@ done
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv || { say "FAILED: $PYTHON -m venv .venv"; exit 1; }
 # shellcheck disable=SC1091
 . .venv/bin/activate
-say "installing $TORCH_SPEC and the project (pip install -e '.[test]')"
+say "installing $TORCH_SPEC and the project (pip install -e '.[test,frontend]')"
 pip install -q "$TORCH_SPEC" || { say "FAILED: pip install $TORCH_SPEC"; exit 1; }
-pip install -q -e '.[test]' || { say "FAILED: pip install -e '.[test]'"; exit 1; }
+pip install -q -e '.[test,frontend]' || { say "FAILED: pip install -e '.[test,frontend]'"; exit 1; }
 python -W ignore -c "import torch, megatron.core, sweet_megatron" || { say "FAILED: the venv does not import torch, megatron.core and sweet_megatron"; exit 1; }
+
+# --- the frontend pages' stylesheet, fetched once here (never at render time) ----------------------
+if ! command -v npm >/dev/null && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null 2>&1 || true
+fi
+if ! command -v npm >/dev/null; then
+  problems+=("without npm the Tailwind stylesheet of frontend pages cannot be fetched (their tests skip): install Node.js with npm")
+else
+  python -W ignore -m sweet_megatron.env.colbench_frontend fetch-tailwind >/dev/null \
+    || problems+=("could not fetch the Tailwind 2.2.19 stylesheet (python -m sweet_megatron.env.colbench_frontend fetch-tailwind)")
+fi
 
 # --- the sandbox, tried for real ---------------------------------------------------------------
 if command -v bwrap >/dev/null; then
