@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
                 "tokens/s, simulator, evaluator, sleep"),
     "plan": ("sweet_megatron.bench.plan", "main",
              "memory plan: per-GPU bytes of every phase for model x layout x rollout; refuses what cannot fit"),
+    "evaluator": ("sweet_megatron.bench.evaluator", "main",
+                  "scored rows/s on the shipped ColBench rows: the bubblewrap sandbox vs the in-process unsafe scorer"),
     "convert": ("sweet_megatron.bench.convert", "main",
                 "sweet-convert on a synthetic wide Llama: peak RSS per process vs the model size"),
 }
