@@ -25,13 +25,7 @@ set -uo pipefail
 REPO=${REPO:-${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}}
 . "$REPO/slurm/common.sh"
 
-GPUS_PER_NODE=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}
-MASTER_PORT=${MASTER_PORT:-29500}
-MASTER_ADDR=$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1)
-NNODES=${SLURM_NNODES:-1}
-echo "sweet-train: job ${SLURM_JOB_ID:-?} on ${NNODES} node(s) x ${GPUS_PER_NODE}, master ${MASTER_ADDR}:${MASTER_PORT}"
-log_job sweet-train
-
+# Traps first: with a time limit under the warning time Slurm sends the warning at once.
 # The stop file lives on the storage the job was submitted from (seen by every node).
 export SWEET_STOP_FILE=${SWEET_STOP_FILE:-${REPO}/.sweet-stop-${SLURM_JOB_ID:-local}}
 rm -f "$SWEET_STOP_FILE"
@@ -43,6 +37,14 @@ request_stop() {
 }
 trap 'request_stop USR1' USR1
 trap 'request_stop TERM' TERM
+
+GPUS_PER_NODE=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}
+MASTER_PORT=${MASTER_PORT:-29500}
+MASTER_ADDR=$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1)
+NNODES=${SLURM_NNODES:-1}
+echo "sweet-train: job ${SLURM_JOB_ID:-?} on ${NNODES} node(s) x ${GPUS_PER_NODE}, master ${MASTER_ADDR}:${MASTER_PORT}"
+log_job sweet-train
+
 
 srun --kill-on-bad-exit=1 "${SRUN_CONTAINER[@]}" torchrun \
   --nnodes "${NNODES}" --nproc-per-node "${GPUS_PER_NODE}" \
