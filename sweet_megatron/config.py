@@ -90,7 +90,7 @@ class TrainConfig:
     context_loss_weight: float = 0.0
     """SFT loss weight of the tokens outside the agent's actions (the task description, the
     person's replies), relative to 1 for action tokens (0: actions only). Measured on the demo, it did
-    not give a better warm start (docs/cpu_demo.md)."""
+    not give a better warm start (docs/environments.md)."""
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, min_lr=2e-4))
     log_every: int = 50
     """Log metrics every N steps (more often in a stage of fewer than 10N steps: at least 10 points each)."""

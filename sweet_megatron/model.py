@@ -77,7 +77,7 @@ class ModelConfig:
     tie_embeddings: bool = False
     """One matrix for the input embedding and the output layer (Llama 3.2 1B/3B do this; 3.1 8B/70B
     do not). On a toy copy task a small model trained from scratch learned to copy sooner with it;
-    on the synthetic family the warm start was not better (docs/cpu_demo.md)."""
+    on the synthetic family the warm start was not better (docs/environments.md)."""
     transformer_impl: str = "auto"
     """'auto': Transformer Engine when usable on a GPU, else megatron's local spec."""
     fp8: FP8Config = field(default_factory=FP8Config)

@@ -395,8 +395,8 @@ def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, ma
     revealing a relevant unknown detail, -1 anything else).
 
     The correct answer itself is not offered before its details are known: no agent can write it
-    there, so no collected trajectory teaches a critic anything about it (measured in session 2: a
-    menu with it made every critic prefer questions to it, docs/cpu_demo.md).
+    there, so no collected trajectory teaches a critic anything about it (measured: a menu with it
+    made every critic prefer questions to it, docs/algorithm.md).
     """
     from sweet_megatron.env.agents import ScriptedAgent
     from sweet_megatron.env.episode import run_episodes
