@@ -14,8 +14,10 @@ The triad, Liger-style:
   chunks: the torch matmul makes one chunk's logits [C, V_local], a row kernel reduces it to three
   float32 [C] numbers (max, sum-exp, target logit), the chunk is freed. Backward recomputes each
   chunk's logits and overwrites them with their gradient; only [T] statistics are saved. The PyTorch
-  path (CPU) on float32 reuses one chunk buffer throughout, and its backward chunks the vocabulary
-  rows instead of the tokens (`_backward_by_vocab`), so the weight gradient is written once;
+  path (CPU) on float32 chunks the vocabulary rows instead of the tokens, forward
+  (`_forward_by_vocab`, an online log-sum-exp over chunks) and backward (`_backward_by_vocab`): each
+  matmul keeps all T tokens as rows, every weight row is read once and its gradient written once,
+  and one reused buffer holds the chunk;
 - functional API: `fused_linear_logprob`, `vocab_parallel_logprob`, `segment_sum_count`,
   `segment_mean`, `segment_logprob_mean`;
 - reference: `reference.py` (the naive full-logits path, and the PyTorch row operations that run
@@ -198,56 +200,73 @@ def _inplace_path(backend: str, hidden_TH: Tensor, real_VH: Tensor) -> bool:
     return backend == "torch" and hidden_TH.dtype == torch.float32 and real_VH.shape[0] > 0 and len(hidden_TH) > 0
 
 
-def _chunk_buffer(backend: str, hidden_TH: Tensor, real_VH: Tensor, chunk_size: int) -> Tensor | None:
-    """The PyTorch path's one [C, V_local] float32 buffer, reused by every chunk (None: not this path).
+def _vocab_chunk(num_tokens: int, num_real: int, chunk_size: int) -> int:
+    """Vocabulary rows per chunk on the PyTorch float32 path: a [T, Vc] chunk holds as many elements
+    as a [chunk_size, V] token chunk would (the same memory rule as `default_chunk_size`)."""
+    return max(1, chunk_size * num_real // max(1, num_tokens))
 
-    Every chunk's matmul writes into it and the row math runs on it in place, so a pass allocates
-    one chunk of logits, not one per chunk plus a temporary: on the CPU a fresh large block costs its
-    page faults each time, which made the chunked path slower than the naive one."""
-    if not _inplace_path(backend, hidden_TH, real_VH):
-        return None
-    return hidden_TH.new_empty(min(chunk_size, hidden_TH.shape[0]), real_VH.shape[0])
+
+def _target_logits(hidden_TH: Tensor, real_VH: Tensor, target_T: Tensor) -> Tensor:
+    """logits[t, target_T[t]] as a row dot product (0 where target is -1): [T] float32, T * H work
+    instead of reading it out of every chunk of logits."""
+    rows_TH = real_VH.index_select(0, target_T.clamp(min=0))
+    return torch.where(target_T >= 0, (hidden_TH * rows_TH).sum(dim=1), 0.0)
+
+
+def _forward_by_vocab(hidden_TH: Tensor, real_VH: Tensor, target_T: Tensor, vocab_chunk: int) -> tuple[Tensor, ...]:
+    """The PyTorch path's forward on float32 data, in chunks of vocabulary rows (all T tokens each).
+
+    For each chunk of Vc rows: logits_TC = hidden_TH @ W_chunk^T into one reused [T, Vc] buffer, then
+    log_softmax of the chunk in place (one fused, vectorized pass per row) gives the chunk's log-sum-exp,
+    merged into the running one with logaddexp. Every weight row is read once and each matmul has
+    all T tokens as its rows (token chunks of a few hundred rows re-read the whole [V, H] weight per
+    chunk: a third slower on a 2-core CPU). Returns (lse_T, ones_T, target_logit_T), float32 [T]: the
+    max / sum-exp / target triple of `_combine_vocab_parallel` with max = this rank's log-sum-exp."""
+    num_tokens, vocab = hidden_TH.shape[0], real_VH.shape[0]
+    flat = hidden_TH.new_empty(num_tokens * min(vocab_chunk, vocab))
+    lse_T = hidden_TH.new_full((num_tokens,), -math.inf)
+    for vs in _chunks(vocab, vocab_chunk):
+        w = vs.stop - vs.start
+        logits_TC = torch.mm(hidden_TH, real_VH[vs].t(), out=flat[: num_tokens * w].view(num_tokens, w))
+        first_T = logits_TC[:, 0].clone()
+        # In place: the row kernel reads a row before it writes it (checked against float64 in the tests).
+        logp_TC = torch.log_softmax(logits_TC, dim=1, out=logits_TC)
+        lse_T = torch.logaddexp(lse_T, first_T - logp_TC[:, 0])  # lse = logit - logp, at any column
+    return lse_T, torch.ones_like(lse_T), _target_logits(hidden_TH, real_VH, target_T)
 
 
 def _backward_by_vocab(hidden_TH: Tensor, real_VH: Tensor, target_T: Tensor, lse_T: Tensor, grad_T: Tensor,
                        grad_hidden_TH: Tensor | None, grad_weight_VH: Tensor | None, vocab_chunk: int) -> None:
-    """The PyTorch path's backward, in chunks of vocabulary rows instead of tokens (float32).
+    """The PyTorch path's backward on float32 data, in chunks of vocabulary rows (all T tokens each).
 
-    For each chunk of Vc rows: logits_TC = hidden_TH @ W_chunk^T into one reused buffer, overwritten
-    in place by their gradient grad_T * (onehot(target) - softmax); then grad_hidden_TH += G @ W_chunk
-    and grad_weight_VH[chunk] = G^T @ hidden_TH, each weight row written once with the whole T as
-    the inner dimension (token chunks would read and write the whole [V, H] weight gradient once a
-    chunk). Vc is chosen so a chunk holds as many elements as a forward chunk (the same memory rule).
-    grad_hidden_TH [T, H] and grad_weight_VH [V_real, H] (float32) are written, or None."""
+    d(sum_t g_t logp_t)/d logits = diag(g) (onehot(target) - P), P = exp(logits - lse). Per chunk of
+    Vc rows: P_TC = exp(hidden_TH @ W_chunk^T - lse) in one reused buffer (the logits recomputed, then
+    two in-place passes); acc_TH += P_TC @ W_chunk; grad_weight_VH[chunk] = P_TC^T @ (-g * hidden_TH),
+    each weight row written once with the whole T as the inner dimension. The -g scaling rides on
+    [T, H] operands and the onehot term is added once at the end (grad_hidden += g * W[target],
+    grad_weight[target] += g * hidden), so no per-chunk pass scales or scatters into the [T, Vc]
+    chunk. grad_hidden_TH [T, H] and grad_weight_VH [V_real, H] (float32, zero-filled) are written,
+    or None."""
     num_tokens, vocab = hidden_TH.shape[0], real_VH.shape[0]
+    neg_grad_T1 = -grad_T[:, None]
+    scaled_hidden_TH = hidden_TH * neg_grad_T1 if grad_weight_VH is not None else None
     if grad_hidden_TH is not None:
         grad_hidden_TH.zero_()
     flat = hidden_TH.new_empty(num_tokens * min(vocab_chunk, vocab))
     for vs in _chunks(vocab, vocab_chunk):
         width = vs.stop - vs.start
-        grad_TC = torch.mm(hidden_TH, real_VH[vs].t(), out=flat[: num_tokens * width].view(num_tokens, width))
-        grad_TC.sub_(lse_T[:, None]).exp_().mul_(-grad_T[:, None])
-        rows = ((target_T >= vs.start) & (target_T < vs.stop)).nonzero().squeeze(1)
-        grad_TC.index_put_((rows, target_T[rows] - vs.start), grad_T[rows], accumulate=True)
+        prob_TC = torch.mm(hidden_TH, real_VH[vs].t(), out=flat[: num_tokens * width].view(num_tokens, width))
+        prob_TC.sub_(lse_T[:, None]).exp_()
         if grad_hidden_TH is not None:
-            grad_hidden_TH.addmm_(grad_TC, real_VH[vs])
+            grad_hidden_TH.addmm_(prob_TC, real_VH[vs])
         if grad_weight_VH is not None:
-            torch.mm(grad_TC.t(), hidden_TH, out=grad_weight_VH[vs])
-
-
-def _chunk_logits(hidden_CH: Tensor, real_VH: Tensor, buf_CV: Tensor) -> Tensor:
-    """hidden_CH @ real_VH^T written into the first C rows of buf_CV."""
-    return torch.mm(hidden_CH, real_VH.t(), out=buf_CV[: hidden_CH.shape[0]])
-
-
-def _row_stats_inplace(logits_CV: Tensor, target_C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """`reference.row_stats_torch` for float32 logits, overwriting them with exp(logit - max): no
-    [C, V] temporary. Returns max_C, sumexp_C, target_logit_C (0 where target is -1), float32 [C]."""
-    has_target_C = target_C >= 0
-    target_logit_C = torch.where(has_target_C, logits_CV.gather(1, target_C.clamp(min=0)[:, None]).squeeze(1), 0.0)
-    max_C = logits_CV.amax(dim=1)
-    sumexp_C = logits_CV.sub_(max_C[:, None]).exp_().sum(dim=1)
-    return max_C, sumexp_C, target_logit_C
+            torch.mm(prob_TC.t(), scaled_hidden_TH, out=grad_weight_VH[vs])
+    rows = (target_T >= 0).nonzero().squeeze(1)
+    grad_rows_R1 = grad_T[rows, None]
+    if grad_hidden_TH is not None:
+        grad_hidden_TH.mul_(neg_grad_T1).index_add_(0, rows, real_VH[target_T[rows]] * grad_rows_R1)
+    if grad_weight_VH is not None:
+        grad_weight_VH.index_add_(0, target_T[rows], hidden_TH[rows] * grad_rows_R1)
 
 
 class _FusedLinearLogprob(torch.autograd.Function):
@@ -263,14 +282,13 @@ class _FusedLinearLogprob(torch.autograd.Function):
     def _forward(ctx, hidden_TH, weight_VH, labels_T, tp_group, vocab_size, chunk_size, backend):
         target_T = _local_targets(labels_T, weight_VH.shape[0], tp_group)
         real_VH = weight_VH[: _num_real_columns(weight_VH.shape[0], tp_group, vocab_size)]
-        buf_CV = _chunk_buffer(backend, hidden_TH, real_VH, chunk_size)
-        if buf_CV is not None:
-            stats = [_row_stats_inplace(_chunk_logits(hidden_TH[c], real_VH, buf_CV), target_T[c])
-                     for c in _chunks(len(target_T), chunk_size)]
+        if _inplace_path(backend, hidden_TH, real_VH):
+            max_T, sumexp_T, target_logit_T = _forward_by_vocab(
+                hidden_TH, real_VH, target_T, _vocab_chunk(len(target_T), real_VH.shape[0], chunk_size))
         else:  # each chunk's logits live only inside this comprehension step: [C, V_local] -> 3 x [C]
             stats = [_row_stats(backend, hidden_TH[c] @ real_VH.t(), target_T[c])
                      for c in _chunks(len(target_T), chunk_size)]
-        max_T, sumexp_T, target_logit_T = _cat_stats(stats, hidden_TH.device)
+            max_T, sumexp_T, target_logit_T = _cat_stats(stats, hidden_TH.device)
         lse_T, target_logit_T = _combine_vocab_parallel(max_T, sumexp_T, target_logit_T, tp_group)
         valid_T = labels_T >= 0
         ctx.save_for_backward(hidden_TH, weight_VH, target_T, lse_T, valid_T)
@@ -295,7 +313,7 @@ class _FusedLinearLogprob(torch.autograd.Function):
         if _inplace_path(ctx.backend, hidden_TH, real_VH):
             _backward_by_vocab(hidden_TH, real_VH, target_T, lse_T, grad_T, grad_hidden_TH,
                                None if grad_weight_VH is None else grad_weight_VH[:num_real],
-                               vocab_chunk=max(1, ctx.chunk_size * num_real // max(1, len(target_T))))
+                               vocab_chunk=_vocab_chunk(len(target_T), num_real, ctx.chunk_size))
         else:
             for c in _chunks(len(target_T), ctx.chunk_size):
                 logits_CV = hidden_TH[c] @ real_VH.t()
