@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--consumer", choices=["local", "none"], default="local",
                    help="'local': load into a LocalEngine (HF model); 'none': the stream alone")
     p.add_argument("--repeats", type=int, default=3, help="timed syncs (the fastest is reported)")
+    p.add_argument("--compare", choices=["copy"], nargs="?", const="copy", default="copy",
+                   help="the baseline measured in the same run: 'copy', a plain copy of the same bytes into a "
+                        "touched buffer (and, apart, into a fresh one); always on, the flag only names it")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
 
