@@ -516,7 +516,8 @@ def to_reference_record(e, task, layout: str = "project") -> dict:
     user's problem statement (the task's problem description), then alternates assistant/user; the
     task record has no task_id. 'project' (this project's own) starts dialogue_history with the
     agent's first turn and keeps the task's id."""
-    history = [{"role": m.role, "content": m.content} for m in e.messages()[1:]]
+    opening = 1 if e.problem_message is None else 2  # the system message, and the problem if it is a message
+    history = [{"role": m.role, "content": m.content} for m in e.messages()[opening:]]
     record = task.to_record()
     if layout == "reference":
         history.insert(0, {"role": "user", "content": task.problem_description})
@@ -552,7 +553,7 @@ def content_task_id(task_record: dict) -> str:
     return "task-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-def load_episodes(path: str | Path, scorer=None) -> tuple[list, dict]:
+def load_episodes(path: str | Path, scorer=None, max_turns: int | None = None) -> tuple[list, dict]:
     """Episodes from a JSONL file in either layout of `to_reference_record`: (episodes, tasks by id).
 
     Each line: {"task": {ColBench task record}, "dialogue_history": [{"role": "user"|"assistant",
@@ -564,8 +565,11 @@ def load_episodes(path: str | Path, scorer=None) -> tuple[list, dict]:
     task pair however the file is ordered. Episodes without "reward" are scored by `scorer`
     (default: the sandboxed backend evaluator, env.evaluator.score_answers) on their "answer", in
     one batch; their task records then need "test_cases".
+    Each episode opens as a live one of its task would (env.episode.episode_opening, with
+    `max_turns`, default the episode loop's): ColBench's instructions and the problem as the
+    person's first message for real tasks, the demo's system message for synthetic ones.
     """
-    from sweet_megatron.env.episode import SYSTEM_PROMPT, Episode, Turn
+    from sweet_megatron.env.episode import MAX_TURNS, Episode, Turn, episode_opening
     from sweet_megatron.env.tasks import Task, iter_jsonl
 
     episodes, tasks, unscored = [], {}, []
@@ -586,7 +590,8 @@ def load_episodes(path: str | Path, scorer=None) -> tuple[list, dict]:
         if history and isinstance(history[0], dict) and history[0].get("role") == "user":
             history = history[1:]  # the reference layout: the problem statement opens the dialogue
         answer = rec.get("answer")
-        e = Episode(len(episodes), task.task_id, SYSTEM_PROMPT.format(problem_description=task.problem_description),
+        system, problem = episode_opening(task, max_turns or MAX_TURNS)
+        e = Episode(len(episodes), task.task_id, system, problem_message=problem,
                     answer=answer if isinstance(answer, str) else None, reward=reward or 0.0,
                     success=reward is not None and reward >= 1.0, done=True)
         for k, msg in enumerate(history):

@@ -722,7 +722,7 @@ class SweetTrainer:
             return cache[it]
         path = resolve_builtin(offline) if offline and it == 0 else self.run_dir / f"episodes_iter{it}.jsonl"
         if path.exists():
-            episodes, tasks = ep.load_episodes(path)
+            episodes, tasks = ep.load_episodes(path, max_turns=self.cfg.rollout.max_turns)
             self.tasks_by_id.update(tasks)
             if is_rank0():
                 log.info("loaded %d episodes of %d tasks from %s (success %.3f)", len(episodes), len(tasks), path,

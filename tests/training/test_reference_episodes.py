@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from sweet_megatron.env.bytetok import ByteTokenizer
+from sweet_megatron.env.episode import COLBENCH_SYSTEM_PROMPT, MAX_TURNS
 from sweet_megatron.env.tasks import load_tasks
 from sweet_megatron.training.episodes import load_episodes, save_episodes, trajectory_pair_groups
 
@@ -48,9 +49,13 @@ def test_reference_layout_pairs_rollouts_by_content_and_scores_missing_rewards(t
     # the three rollouts of each task share one content id, in the reference's block order
     ids = [e.task_id for e in episodes]
     assert ids[0:3] == ids[3:6] == ids[6:9] and len(set(ids[:3])) == 3
-    # the problem statement is the task's, not an agent or person turn
-    assert [m.role for m in episodes[0].messages()] == ["system", "assistant", "user", "assistant"]
-    assert tasks[0].problem_description in episodes[0].messages()[0].content
+    # the dialogue opens as a live ColBench episode does: ColBench's instructions, then the problem as
+    # the person's first message (not the demo's system prompt with the problem inside it)
+    messages = episodes[0].messages()
+    assert [m.role for m in messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert messages[0].content == COLBENCH_SYSTEM_PROMPT.format(max_turns=MAX_TURNS)
+    assert messages[1].content == tasks[0].problem_description
+    assert messages[2].content == "What should it return for bad input?"
     # rewards computed by the evaluator where absent: the ground truth passes, the stub does not
     rewards = [[episodes[j * 3 + i].reward for j in range(3)] for i in range(3)]
     assert rewards[0][1] == 1.0 and rewards[1][0] == 1.0
