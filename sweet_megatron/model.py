@@ -193,7 +193,7 @@ def transformer_config(cfg: ModelConfig, parallel: ParallelConfig, platform: Pla
         masked_softmax_fusion=False,
         persist_layer_norm=False,
         apply_rope_fusion=False,
-        gradient_accumulation_fusion=False,
+        gradient_accumulation_fusion=gradient_accumulation_fusion(impl, platform),
         tensor_model_parallel_size=parallel.tensor_parallel,
         pipeline_model_parallel_size=parallel.pipeline_parallel,
         virtual_pipeline_model_parallel_size=parallel.virtual_pipeline,
@@ -214,6 +214,21 @@ def transformer_config(cfg: ModelConfig, parallel: ParallelConfig, platform: Pla
         fp8_margin=cfg.fp8.margin,
         **_recompute_kwargs(cfg.recompute),
     )
+
+
+def gradient_accumulation_fusion(impl: str, platform: Platform) -> bool:
+    """Whether the weight-gradient GEMM accumulates straight into DDP's fp32 `main_grad` buffer
+    (megatron's gradient_accumulation_fusion): on CUDA with the Transformer Engine spec (TE does it
+    itself: fuse_wgrad_accumulation) or with the local spec when Apex's fused_weight_gradient_mlp_cuda
+    extension is built (megatron tensor_parallel/layers.py refuses the flag without it). Off on
+    CPU: there is no fused kernel, and gloo runs keep plain .grad accumulation."""
+    if not platform.is_cuda:
+        return False
+    if impl == "transformer_engine":
+        return True
+    from megatron.core.tensor_parallel import layers
+
+    return bool(getattr(layers, "_grad_accum_fusion_available", False))
 
 
 def _recompute_kwargs(recompute: str) -> dict:

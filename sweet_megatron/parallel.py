@@ -47,6 +47,10 @@ class ParallelConfig:
     """Shard optimizer state over data-parallel ranks (ZeRO-1)."""
     micro_batch_size: int = 1
     """Packed rows per microbatch."""
+    overlap_grad_reduce: bool | None = None
+    """Overlap the data-parallel gradient reduction with the backward pass (megatron DDP's bucketed
+    asynchronous reduce-scatter / all-reduce, launched as each bucket's gradients are ready). None:
+    on with CUDA, off on CPU (gloo has nothing to overlap with); true or false forces it."""
 
     def __post_init__(self) -> None:
         for name in ("tensor_parallel", "pipeline_parallel", "context_parallel", "micro_batch_size"):

@@ -78,8 +78,15 @@ class ModelRunner:
             c.config.calculate_per_token_loss = True
         self.tcfg = chunks[0].config
         if self.trainable:
+            overlap = platform.is_cuda if parallel.overlap_grad_reduce is None else parallel.overlap_grad_reduce
+            # overlap_param_gather stays off: the weight sync into the rollout engine reads the
+            # parameters right after optimizer.step(), and with it megatron defers the distributed
+            # optimizer's all-gather of updated parameters to the next forward's pre-hook
+            # (distributed_data_parallel.py `_make_forward_pre_hook`), so the engine would get stale
+            # shards.
             ddp_cfg = DistributedDataParallelConfig(
-                grad_reduce_in_fp32=True, use_distributed_optimizer=parallel.use_distributed_optimizer
+                grad_reduce_in_fp32=True, use_distributed_optimizer=parallel.use_distributed_optimizer,
+                overlap_grad_reduce=overlap,
             )
             self.chunks = [
                 DistributedDataParallel(config=self.tcfg, ddp_config=ddp_cfg, module=c) for c in chunks
@@ -106,6 +113,9 @@ class ModelRunner:
             self.tcfg.grad_scale_func = self.optimizer.scale_loss
             no_sync = [c.no_sync for c in self.chunks]
             self.tcfg.no_sync_func = no_sync[0] if len(no_sync) == 1 else no_sync
+            if overlap:  # the schedule starts each chunk's bucket reduction as its last backward ends
+                sync = [c.start_grad_sync for c in self.chunks]
+                self.tcfg.grad_sync_func = sync[0] if len(sync) == 1 else sync
         else:
             self.chunks = chunks
             for c in self.chunks:

@@ -147,3 +147,19 @@ def test_full_recompute_gives_the_same_step():
     (full,) = run_distributed(_grads, 1, args=("full",))
     (none,) = run_distributed(_grads, 1, args=("none",))
     assert max(float((a - b).abs().max()) for a, b in zip(full, none, strict=True)) < 1e-6
+
+
+def test_gradient_accumulation_fusion_follows_the_spec_and_megatron_s_own_gate():
+    """#12: the weight-gradient GEMM accumulates into main_grad on CUDA with TE (its own fused
+    wgrad) or with the local spec when megatron finds Apex's kernel; never on CPU."""
+    from megatron.core.tensor_parallel import layers
+
+    from sweet_megatron.model import gradient_accumulation_fusion, transformer_config
+
+    gpu = Platform(torch.device("cuda", 0), "nccl", torch.bfloat16, cpu_compat=False)
+    cpu = Platform(torch.device("cpu"), "gloo", torch.float32, cpu_compat=True)
+    assert gradient_accumulation_fusion("transformer_engine", gpu) is True
+    assert gradient_accumulation_fusion("local", gpu) is layers._grad_accum_fusion_available
+    assert gradient_accumulation_fusion("transformer_engine", cpu) is False
+    assert gradient_accumulation_fusion("local", cpu) is False
+    assert transformer_config(TINY, ParallelConfig(), cpu).gradient_accumulation_fusion is False

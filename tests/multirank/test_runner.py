@@ -34,3 +34,32 @@ def test_padded_vocabulary_rows_are_excluded_from_log_probs():
     engines have only the true vocabulary, and trainer and engine must agree."""
     (diff,) = run_distributed(_padded_vocab_logprobs, 1)
     assert diff < 1e-5
+
+
+def _weights_after_two_steps(rank, world_size, overlap: bool):
+    from sweet_megatron.parallel import initialize
+    from sweet_megatron.training.runner import ModelRunner, sft_loss
+    from tests.multirank.layout_cases import MODEL, OPTIM
+
+    par = ParallelConfig(overlap_grad_reduce=overlap)
+    runner = ModelRunner(MODEL, par, initialize(par, seed=7), OPTIM, total_steps=2)
+    assert runner.chunks[0].ddp_config.overlap_grad_reduce is overlap
+    batch = rows(num_seqs=12, seed=rank)  # each data-parallel rank its own rows
+    losses = [runner.train_step(batch, sft_loss, []) for _ in range(2)]
+    weights = {k: v.detach().clone() for k, v in runner.modules()[0].state_dict().items() if "_extra_state" not in k}
+    return [m["loss_sum"] / m["count"] for m in losses], weights
+
+
+def test_overlapped_gradient_reduction_gives_the_same_steps():
+    """parallel.overlap_grad_reduce (on by default with CUDA) runs megatron's bucketed asynchronous
+    reduction during backward: on two data-parallel gloo ranks, two steps with it give the same
+    losses and weights as the synchronous reduction, and the ranks agree."""
+    plain = run_distributed(_weights_after_two_steps, 2, (False,))
+    overlapped = run_distributed(_weights_after_two_steps, 2, (True,))
+    for (loss_a, w_a), (loss_b, w_b) in zip(plain, overlapped, strict=True):
+        assert loss_a == loss_b
+        for k in w_a:
+            torch.testing.assert_close(w_b[k], w_a[k], rtol=1e-6, atol=1e-7, msg=k)
+    for k in plain[0][1]:  # the two ranks hold the same (reduced) model
+        torch.testing.assert_close(overlapped[1][1][k], overlapped[0][1][k], rtol=0, atol=0, msg=k)
+    assert plain[0][0][1] != plain[0][0][0]  # the second step saw updated weights
