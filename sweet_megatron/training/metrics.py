@@ -54,6 +54,8 @@ LIBRARY_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
     (FutureWarning, r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)` is deprecated"),
     (UserWarning, r"The \.grad attribute of a Tensor that is not a leaf Tensor is being accessed"),
     (FutureWarning, r"`past_key_values` is deprecated"),  # transformers' Llama, in the local engine
+    # megatron DDP's offload_grad_buffers resizes storages through Tensor.storage()
+    (UserWarning, r"TypedStorage is deprecated"),
 )
 """Warnings about the libraries' own internals that a user of sweet-train cannot act on."""
 
