@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from safetensors import safe_open
 
-    from sweet_megatron.checkpoint.hf_io import write_random_llama
+    from sweet_megatron.weights.hf_io import write_random_llama
 
     cfg = ModelConfig(name="wide", num_layers=args.layers, hidden_size=args.hidden, ffn_hidden_size=args.ffn,
                       num_attention_heads=args.heads, num_query_groups=args.groups, vocab_size=args.vocab,
@@ -90,6 +90,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _shapes(cfg: ModelConfig):
-    from sweet_megatron.checkpoint.llama_mapping import hf_shapes
+    from sweet_megatron.weights.llama_mapping import hf_shapes
 
     return hf_shapes(cfg)

@@ -27,12 +27,12 @@ from sweet_megatron.model import ModelConfig
 
 
 def _worker(rank: int, world: int, cfg: ModelConfig, layout: dict, bucket_bytes: int, consumer: str, repeats: int):
-    from sweet_megatron.checkpoint.llama_mapping import hf_shapes, hf_shapes_of, weight_specs
     from sweet_megatron.checkpoint.workers import peak_rss_bytes, reset_peak_rss, rss_bytes
     from sweet_megatron.model import build_model
     from sweet_megatron.parallel import ParallelConfig, initialize
     from sweet_megatron.rollout.local import LocalEngine
-    from sweet_megatron.rollout.resharding import iter_hf_buckets
+    from sweet_megatron.weights.llama_mapping import hf_shapes, hf_shapes_of, weight_specs
+    from sweet_megatron.weights.resharding import iter_hf_buckets
 
     pc = ParallelConfig(**layout)
     chunks = build_model(cfg, pc, initialize(pc, seed=0))

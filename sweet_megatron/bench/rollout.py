@@ -111,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     from sweet_megatron.env.episode import run_episodes
     from sweet_megatron.env.evaluator import default_evaluator
     from sweet_megatron.parallel import destroy, initialize, rank
-    from sweet_megatron.rollout.resharding import stream_hf_weights
     from sweet_megatron.training import episodes as ep
     from sweet_megatron.training.runner import ModelRunner
+    from sweet_megatron.weights.resharding import stream_hf_weights
 
     try:
         cfg = load_config([f"rollout={args.rollout}"])

@@ -47,19 +47,6 @@ from typing import Any
 
 import torch
 
-from sweet_megatron.checkpoint.hf_io import (
-    ConversionError,
-    HFCheckpoint,
-    McoreCheckpointReader,
-    StreamingSafetensorsWriter,
-)
-from sweet_megatron.checkpoint.llama_mapping import (
-    hf_config_from_model_config,
-    hf_shapes,
-    hf_to_mcore_shard,
-    to_hf,
-    weight_specs,
-)
 from sweet_megatron.checkpoint.model_io import (
     TokenizerSource,
     checkpoint_meta,
@@ -68,6 +55,19 @@ from sweet_megatron.checkpoint.model_io import (
 )
 from sweet_megatron.checkpoint.workers import WorkerError, peak_rss_bytes, rss_bytes, run_local_workers
 from sweet_megatron.model import ModelConfig
+from sweet_megatron.weights.hf_io import (
+    ConversionError,
+    HFCheckpoint,
+    McoreCheckpointReader,
+    StreamingSafetensorsWriter,
+)
+from sweet_megatron.weights.llama_mapping import (
+    hf_config_from_model_config,
+    hf_shapes,
+    hf_to_mcore_shard,
+    to_hf,
+    weight_specs,
+)
 
 log = logging.getLogger("sweet_megatron.convert")
 
@@ -140,7 +140,7 @@ def _hf_to_mcore_worker(rank: int, world: int, job: HfToMcoreJob) -> tuple[int, 
 
     from sweet_megatron.checkpoint.model_io import save_model_checkpoint
     from sweet_megatron.parallel import ParallelConfig, initialize
-    from sweet_megatron.rollout.resharding import local_weights
+    from sweet_megatron.weights.resharding import local_weights
 
     hf = HFCheckpoint(job.hf_dir, job.make_vocab_size_divisible_by, job.seq_length)
     dtype = hf.dtype() if job.dtype == "auto" else DTYPES[job.dtype]
@@ -272,7 +272,7 @@ def _write_hf(ckpt: Path, tmp: Path, cfg: ModelConfig, meta: dict[str, Any], job
 
 
 def _check_shape(spec, t: torch.Tensor, cfg: ModelConfig) -> None:
-    from sweet_megatron.checkpoint.llama_mapping import mcore_shard_shape
+    from sweet_megatron.weights.llama_mapping import mcore_shard_shape
 
     expected = mcore_shard_shape(spec, cfg, 1)
     if spec.kind == "vocab":  # saved with some TP's padding: at least the true vocabulary

@@ -37,6 +37,7 @@ import torch.distributed as dist
 
 from sweet_megatron.builtin import BUILTIN, resolve_builtin, shipped_names
 from sweet_megatron.model import FP8Config, ModelConfig
+from sweet_megatron.weights.resharding import unwrap
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +92,6 @@ def read_meta(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{ckpt_dir} is not a sweet-megatron model checkpoint: {META_FILE} is missing")
     return json.loads(path.read_text())
-
-
-def unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
-    """The GPTModel inside DDP / Float16Module wrappers."""
-    while hasattr(chunk, "module"):
-        chunk = chunk.module
-    return chunk
 
 
 def sharded_model_state(model_chunks: Sequence[torch.nn.Module]) -> dict[str, Any]:

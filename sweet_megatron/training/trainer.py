@@ -203,7 +203,7 @@ class SweetTrainer:
     def _sync_engine(self) -> None:
         """Stream the actor's weights into the rollout engine and check a probe batch."""
         from sweet_megatron.rollout.probe import check_weight_sync, megatron_score
-        from sweet_megatron.rollout.resharding import sync_weights
+        from sweet_megatron.weights.resharding import sync_weights
 
         with self.timer("weight_sync"):
             # update, then wake: after a level-2 sleep vLLM holds no weights to wake (SleepSequencer)

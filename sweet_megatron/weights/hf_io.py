@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 
-from sweet_megatron.checkpoint.llama_mapping import (
+from sweet_megatron.model import ModelConfig
+from sweet_megatron.weights.llama_mapping import (
     HFReader,
     NotALlamaError,
     hf_shapes,
     model_config_from_hf_config,
 )
-from sweet_megatron.model import ModelConfig
 
 # Files that make up a Hugging Face tokenizer (whichever of them a checkpoint has).
 TOKENIZER_FILES = (
@@ -339,7 +339,7 @@ def write_random_llama(out_dir: str | os.PathLike, cfg: ModelConfig, dtype: torc
     more than one layer in memory. Returns the bytes of weights written."""
     from safetensors.torch import save_file
 
-    from sweet_megatron.checkpoint.llama_mapping import hf_config_from_model_config
+    from sweet_megatron.weights.llama_mapping import hf_config_from_model_config
 
     out = Path(out_dir)
     out.mkdir(parents=True)
