@@ -17,20 +17,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from sweet_megatron.errors import ConfigError, check_choice
 from sweet_megatron.model import ModelConfig
 from sweet_megatron.parallel import ParallelConfig
 
 CONF_DIR = Path(__file__).parent / "conf"
 STAGES = ("pretrain", "sft", "collect", "critic", "actor", "eval", "all", "baselines")
-
-
-class ConfigError(ValueError):
-    """A config value or key that cannot work; the message names the key and the fix."""
-
-
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r}: use one of {', '.join(choices)}")
 
 
 @dataclass
@@ -47,7 +39,7 @@ class TokenizerConfig:
     by digit; the pieces take about 1000 slots of the vocabulary."""
 
     def __post_init__(self) -> None:
-        _choice("tokenizer.kind", self.kind, ("sentencepiece", "hf"))
+        check_choice("tokenizer.kind", self.kind, ("sentencepiece", "hf"))
         if self.kind == "hf" and not self.path:
             raise ConfigError("tokenizer.kind=hf needs tokenizer.path (a directory with tokenizer.json)")
 
@@ -71,8 +63,8 @@ class OptimConfig:
     """Global gradient-norm clip (0 disables)."""
 
     def __post_init__(self) -> None:
-        _choice("optim.optimizer", self.optimizer, ("adam", "sgd"))
-        _choice("optim.decay_style", self.decay_style, ("constant", "linear", "cosine"))
+        check_choice("optim.optimizer", self.optimizer, ("adam", "sgd"))
+        check_choice("optim.decay_style", self.decay_style, ("constant", "linear", "cosine"))
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ConfigError(f"optim: need 0 <= min_lr <= lr and lr > 0 (got lr={self.lr}, min_lr={self.min_lr})")
 
@@ -173,7 +165,7 @@ class TaskConfig:
     """Chance the noisy scripted demonstrator asks about each hidden detail."""
 
     def __post_init__(self) -> None:
-        _choice("task.source", self.source, ("synthetic", "colbench"))
+        check_choice("task.source", self.source, ("synthetic", "colbench"))
         if self.source == "colbench" and not (self.path or self.train_file):
             raise ConfigError("task.source=colbench needs task.train_file (with task.eval_file or task.val_size) "
                               "or task.path (one JSONL file split num_train/num_eval)")
@@ -215,7 +207,7 @@ class RolloutConfig:
     """Largest allowed max |logp_engine - logp_trainer| (nats) on the probe batch after a weight sync."""
 
     def __post_init__(self) -> None:
-        _choice("rollout.engine", self.engine, ("local", "vllm"))
+        check_choice("rollout.engine", self.engine, ("local", "vllm"))
         if self.max_turns < 1 or self.max_tokens < 1:
             raise ConfigError("rollout.max_turns and rollout.max_tokens must be >= 1")
 
@@ -247,12 +239,12 @@ class SimulatorConfig:
     """kind=engine, engine=vllm: the simulator engine's share of GPU memory."""
 
     def __post_init__(self) -> None:
-        _choice("simulator.kind", self.kind, ("rule", "engine", "http"))
+        check_choice("simulator.kind", self.kind, ("rule", "engine", "http"))
         if self.kind == "http" and not self.url:
             raise ConfigError("simulator.kind=http needs simulator.url (e.g. http://127.0.0.1:8000/v1)")
         if self.kind == "engine":
-            _choice("simulator.engine", self.engine, ("local", "vllm"))
-            _choice("simulator.tokenizer_kind", self.tokenizer_kind, ("hf", "sentencepiece"))
+            check_choice("simulator.engine", self.engine, ("local", "vllm"))
+            check_choice("simulator.tokenizer_kind", self.tokenizer_kind, ("hf", "sentencepiece"))
             if not self.checkpoint:
                 raise ConfigError("simulator.kind=engine needs simulator.checkpoint (a Hugging Face Llama "
                                   "directory, e.g. Llama-3.1-70B-Instruct)")
@@ -336,9 +328,9 @@ class SweetConfig:
     nll_coef: float = 0.01
 
     def __post_init__(self) -> None:
-        _choice("sweet.critic_reduction", self.critic_reduction, ("per_turn_sum", "pooled_mean"))
-        _choice("sweet.critic_pairs", self.critic_pairs, ("best_vs_worse", "all_ordered"))
-        _choice("sweet.actor_scorer", self.actor_scorer, ("critic", "oracle"))
+        check_choice("sweet.critic_reduction", self.critic_reduction, ("per_turn_sum", "pooled_mean"))
+        check_choice("sweet.critic_pairs", self.critic_pairs, ("best_vs_worse", "all_ordered"))
+        check_choice("sweet.actor_scorer", self.actor_scorer, ("critic", "oracle"))
         if self.rows_per_step < 1:
             raise ConfigError("sweet.rows_per_step must be >= 1")
         if self.credit_states < 1:
@@ -380,7 +372,7 @@ class RunConfig:
     """Resume from the run directory's latest complete checkpoint when there is one."""
 
     def __post_init__(self) -> None:
-        _choice("stage", self.stage, STAGES)
+        check_choice("stage", self.stage, STAGES)
 
 
 def register_schemas() -> None:

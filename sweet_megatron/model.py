@@ -15,15 +15,11 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from sweet_megatron.errors import check_choice
 from sweet_megatron.parallel import ParallelConfig
 from sweet_megatron.platform import Platform, has_transformer_engine
 
 log = logging.getLogger(__name__)
-
-
-def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{key}={value!r}: use one of {', '.join(choices)}")
 
 
 @dataclass
@@ -44,9 +40,9 @@ class FP8Config:
     """Scaling-factor margin, in powers of two."""
 
     def __post_init__(self) -> None:
-        _check_choice("model.fp8.format", self.format, ("hybrid", "e4m3"))
-        _check_choice("model.fp8.recipe", self.recipe, ("delayed", "tensorwise", "mxfp8", "blockwise"))
-        _check_choice("model.fp8.amax_compute_algo", self.amax_compute_algo, ("max", "most_recent"))
+        check_choice("model.fp8.format", self.format, ("hybrid", "e4m3"))
+        check_choice("model.fp8.recipe", self.recipe, ("delayed", "tensorwise", "mxfp8", "blockwise"))
+        check_choice("model.fp8.amax_compute_algo", self.amax_compute_algo, ("max", "most_recent"))
 
 
 @dataclass
@@ -86,8 +82,8 @@ class ModelConfig:
     forward in the backward pass: megatron's recompute_granularity=full, method=uniform, 1 layer)."""
 
     def __post_init__(self) -> None:
-        _check_choice("model.transformer_impl", self.transformer_impl, ("auto", "local", "transformer_engine"))
-        _check_choice("model.recompute", self.recompute, ("none", "full"))
+        check_choice("model.transformer_impl", self.transformer_impl, ("auto", "local", "transformer_engine"))
+        check_choice("model.recompute", self.recompute, ("none", "full"))
         if self.num_attention_heads % self.num_query_groups:
             raise ValueError(
                 f"model.num_query_groups={self.num_query_groups} must divide num_attention_heads="
@@ -248,6 +244,7 @@ def layer_spec(impl: str):
     else:
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
+        # lazy: attention imports megatron-core (2.4 s), and config.py imports this module
         from sweet_megatron.attention import SDPACoreAttention
 
         spec = get_gpt_layer_local_spec(normalization="RMSNorm")
@@ -291,7 +288,7 @@ def build_model(cfg: ModelConfig, parallel: ParallelConfig, platform: Platform) 
             vp_stage=vp,
         )
         if impl == "local":  # rows laid out as trees (shared prefixes) need it
-            from sweet_megatron.attention import use_positioned_rope
+            from sweet_megatron.attention import use_positioned_rope  # lazy: megatron-core, as above
 
             use_positioned_rope(model)
         model.to(platform.device)

@@ -3,16 +3,18 @@
 One dataclass holds every degree; `validate` checks a layout against the world size and the model
 before anything is built, with errors that say the fix; `initialize` creates the torch.distributed
 group (NCCL or gloo, from the platform) and megatron's `parallel_state` groups in megatron's
-default order (tp-cp-ep-dp-pp).
+default order (tp-cp-ep-dp-pp). Also the small helpers every part shares: `rank`, `world_size`,
+`is_rank0`, `from_rank0` (an object broadcast from rank 0) and `free_port`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -144,7 +146,7 @@ def initialize(cfg: ParallelConfig, seed: int = 0, timeout_minutes: int = 30) ->
     if not dist.is_initialized():
         if "WORLD_SIZE" not in os.environ:  # a lone process: any free port (several runs may share a host)
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+            os.environ.setdefault("MASTER_PORT", str(free_port()))
         dist.init_process_group(
             backend=platform.backend,
             rank=int(os.environ.get("RANK", "0")),
@@ -163,14 +165,6 @@ def initialize(cfg: ParallelConfig, seed: int = 0, timeout_minutes: int = 30) ->
     return platform
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def destroy() -> None:
     """Tear down megatron's groups and the default process group."""
     from megatron.core import parallel_state
@@ -180,9 +174,30 @@ def destroy() -> None:
         dist.destroy_process_group()
 
 
+# ------------------------------------------------------------------------- rank helpers, ports
 def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_rank0() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def from_rank0(obj: Any) -> Any:
+    """obj as rank 0 has it, on every rank (collective when there are several ranks)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for MASTER_PORT of a one-host group)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

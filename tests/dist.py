@@ -12,16 +12,11 @@ from __future__ import annotations
 import io
 import multiprocessing as mp
 import os
-import socket
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from sweet_megatron.parallel import free_port
 
 
 def _worker(fn, rank, world_size, port, args, queue) -> None:

@@ -28,6 +28,17 @@ from pathlib import Path
 
 import torch
 
+from sweet_megatron.checkpoint.model_io import (
+    load_model_checkpoint,
+    model_config_from_meta,
+    read_meta,
+    resolve_checkpoint,
+)
+from sweet_megatron.config import OptimConfig, load_config
+from sweet_megatron.data.packing import block_causal_mask, group_length, pack_groups
+from sweet_megatron.parallel import destroy, initialize, world_size
+from sweet_megatron.training import episodes as ep
+
 
 def reference_logprob_nll(logits_SV: torch.Tensor, labels_S: torch.Tensor, mask_S: torch.Tensor) -> torch.Tensor:
     """The reference way: -sum over masked positions of log_softmax(logits)[label].
@@ -44,8 +55,6 @@ def reference_step(runner, rows: list) -> float:
 
     Every row holds exactly one sequence and no padding. Returns the mean NLL per action token.
     """
-    from sweet_megatron.data.packing import block_causal_mask
-
     (model,) = runner.chunks
     model.train()
     model.zero_grad_buffer()
@@ -71,10 +80,6 @@ def reference_step(runner, rows: list) -> float:
 def demo_pair_groups(num_pairs: int):
     """(config, tokenizer, base checkpoint, model config, pair groups) of the embedded default: the critic's view of pairs of
     scripted demonstrations of one task (chosen = higher reward), `num_pairs` of them."""
-    from sweet_megatron.checkpoint.model_io import model_config_from_meta, read_meta, resolve_checkpoint
-    from sweet_megatron.config import load_config
-    from sweet_megatron.training import episodes as ep
-
     cfg = load_config([])
     base = resolve_checkpoint(cfg.train.init_from)
     train_tasks, _ = ep.load_task_splits(cfg.task)
@@ -88,10 +93,7 @@ def demo_pair_groups(num_pairs: int):
 
 def run(pairs: int, steps: int, warmup: int, json_path: Path | None) -> int:
     """Both ways over the same `pairs` critic pairs split into `warmup + steps` optimizer steps."""
-    from sweet_megatron.checkpoint.model_io import load_model_checkpoint
-    from sweet_megatron.config import OptimConfig
-    from sweet_megatron.data.packing import group_length, pack_groups
-    from sweet_megatron.parallel import destroy, initialize, world_size
+    # lazy: the runner imports megatron-core (~5 s); --help and bad arguments stay fast
     from sweet_megatron.training.runner import ModelRunner, sft_loss
 
     cfg, tok, base, model_cfg, groups = demo_pair_groups(pairs)

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 
 from sweet_megatron.model import ModelConfig
+from sweet_megatron.weights.hf_io import write_random_llama
+from sweet_megatron.weights.llama_mapping import hf_shapes
 
 
 def _convert(args: list[str]) -> dict:
@@ -49,8 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from safetensors import safe_open
-
-    from sweet_megatron.checkpoint.hf_io import write_random_llama
 
     cfg = ModelConfig(name="wide", num_layers=args.layers, hidden_size=args.hidden, ffn_hidden_size=args.ffn,
                       num_attention_heads=args.heads, num_query_groups=args.groups, vocab_size=args.vocab,
@@ -90,6 +90,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _shapes(cfg: ModelConfig):
-    from sweet_megatron.checkpoint.llama_mapping import hf_shapes
-
     return hf_shapes(cfg)

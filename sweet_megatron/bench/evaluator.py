@@ -19,11 +19,13 @@ import json
 import time
 from pathlib import Path
 
+from sweet_megatron.env.evaluator import BackendEvaluator
+from sweet_megatron.env.sandbox import sandbox_backend
+from sweet_megatron.env.tasks import load_tasks, ordered_tests
+
 
 def score_in_process(tasks: list, answers: list[str]) -> list[float]:
     """The unsafe scorer: exec + eval in this process (trusted code only). Reward per row."""
-    from sweet_megatron.env.tasks import ordered_tests
-
     rewards = []
     for task, answer in zip(tasks, answers, strict=True):
         passed = 0
@@ -48,10 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="score only the first N rows")
     p.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = p.parse_args(argv)
-
-    from sweet_megatron.env.evaluator import BackendEvaluator
-    from sweet_megatron.env.sandbox import sandbox_backend
-    from sweet_megatron.env.tasks import load_tasks
 
     tasks = load_tasks(args.tasks, limit=args.limit)
     answers = [t.ground_truth for t in tasks]

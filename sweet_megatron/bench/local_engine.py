@@ -14,6 +14,8 @@ import time
 import torch
 
 from sweet_megatron.model import SIZES
+from sweet_megatron.rollout.base import SamplingParams
+from sweet_megatron.rollout.local import LocalEngine
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,9 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (None: torch's own choice)")
     p.add_argument("--repeats", type=int, default=3, help="timed generate() calls (the best is reported)")
     args = p.parse_args(argv)
-
-    from sweet_megatron.rollout.base import SamplingParams
-    from sweet_megatron.rollout.local import LocalEngine
 
     if args.threads:
         torch.set_num_threads(args.threads)

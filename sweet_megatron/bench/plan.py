@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import sys
 
+from sweet_megatron.config import ConfigError, load_config
+from sweet_megatron.parallel import LayoutError
+from sweet_megatron.training.memory import GB, plan_run
+
 
 def main(argv: list[str]) -> int:
-    from sweet_megatron.config import ConfigError, load_config
-    from sweet_megatron.parallel import LayoutError
-    from sweet_megatron.training.memory import GB, plan_run
-
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0

@@ -23,17 +23,15 @@ import time
 
 import torch
 
-from sweet_megatron.model import ModelConfig
+from sweet_megatron.checkpoint.workers import peak_rss_bytes, reset_peak_rss, rss_bytes, run_local_workers
+from sweet_megatron.model import ModelConfig, build_model
+from sweet_megatron.parallel import ParallelConfig, initialize
+from sweet_megatron.rollout.local import LocalEngine
+from sweet_megatron.weights.llama_mapping import hf_shapes, hf_shapes_of, weight_specs
+from sweet_megatron.weights.resharding import iter_hf_buckets
 
 
 def _worker(rank: int, world: int, cfg: ModelConfig, layout: dict, bucket_bytes: int, consumer: str, repeats: int):
-    from sweet_megatron.checkpoint.llama_mapping import hf_shapes, hf_shapes_of, weight_specs
-    from sweet_megatron.checkpoint.workers import peak_rss_bytes, reset_peak_rss, rss_bytes
-    from sweet_megatron.model import build_model
-    from sweet_megatron.parallel import ParallelConfig, initialize
-    from sweet_megatron.rollout.local import LocalEngine
-    from sweet_megatron.rollout.resharding import iter_hf_buckets
-
     pc = ParallelConfig(**layout)
     chunks = build_model(cfg, pc, initialize(pc, seed=0))
     engine = LocalEngine(cfg) if consumer == "local" else None
@@ -127,8 +125,6 @@ def main(argv: list[str] | None = None) -> int:
                         "touched buffer (and, apart, into a fresh one); always on, the flag only names it")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args(argv)
-
-    from sweet_megatron.checkpoint.workers import run_local_workers
 
     cfg = ModelConfig(name="bench", num_layers=args.layers, hidden_size=args.hidden, ffn_hidden_size=args.ffn,
                       num_attention_heads=args.heads, num_query_groups=args.groups, vocab_size=args.vocab,

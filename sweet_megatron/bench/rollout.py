@@ -26,6 +26,21 @@ from pathlib import Path
 
 import torch
 
+from sweet_megatron.checkpoint.model_io import (
+    load_model_checkpoint,
+    model_config_from_meta,
+    read_meta,
+    resolve_checkpoint,
+)
+from sweet_megatron.config import ConfigError, load_config
+from sweet_megatron.env.agents import EngineAgent
+from sweet_megatron.env.episode import run_episodes
+from sweet_megatron.env.evaluator import default_evaluator
+from sweet_megatron.parallel import destroy, initialize, rank
+from sweet_megatron.rollout import build_engine
+from sweet_megatron.training import episodes as ep
+from sweet_megatron.weights.resharding import stream_hf_weights
+
 
 class _Clock:
     """Seconds spent in named parts (device-synchronized at both ends)."""
@@ -100,19 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = p.parse_args(argv)
 
-    from sweet_megatron.checkpoint.model_io import (
-        load_model_checkpoint,
-        model_config_from_meta,
-        read_meta,
-        resolve_checkpoint,
-    )
-    from sweet_megatron.config import ConfigError, load_config
-    from sweet_megatron.env.agents import EngineAgent
-    from sweet_megatron.env.episode import run_episodes
-    from sweet_megatron.env.evaluator import default_evaluator
-    from sweet_megatron.parallel import destroy, initialize, rank
-    from sweet_megatron.rollout.resharding import stream_hf_weights
-    from sweet_megatron.training import episodes as ep
+    # lazy: the runner imports megatron-core (~5 s); --help and bad arguments stay fast
     from sweet_megatron.training.runner import ModelRunner
 
     try:
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     actor = ModelRunner(model_cfg, cfg.parallel, platform, None, name="actor")
     load_model_checkpoint(base, actor.chunks)
     clock = _Clock(platform.is_cuda)
-    engine = TimedEngine(ep.build_engine(cfg.rollout, model_cfg, seed=cfg.seed), clock)
+    engine = TimedEngine(build_engine(cfg.rollout, model_cfg, seed=cfg.seed), clock)
     simulator = TimedSimulator(ep.build_simulator(cfg.simulator), clock)
     evaluator = default_evaluator()
 

@@ -26,6 +26,12 @@ from pathlib import Path
 
 import torch
 
+from sweet_megatron.bench import compare_reference
+from sweet_megatron.config import ConfigError, OptimConfig, load_config
+from sweet_megatron.data.packing import Sequence, pack_sequences
+from sweet_megatron.model import resolve_transformer_impl
+from sweet_megatron.parallel import destroy, initialize, rank, world_size
+
 GPU_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "H800": 989.4, "A100": 312.0, "L40S": 362.1, "B200": 2250.0}
 """Dense bf16 tensor-core peaks (TFLOP/s, SXM parts) by a substring of torch.cuda.get_device_name()."""
 
@@ -81,8 +87,6 @@ def random_rows(rows: int, seq_length: int, vocab: int, min_doc: int, max_doc: i
     [min_doc, max_doc], the last one cut to fit), and the documents' lengths."""
     import random
 
-    from sweet_megatron.data.packing import Sequence, pack_sequences
-
     rng = random.Random(seed)
     packed, lengths = [], []
     for _ in range(rows):
@@ -118,15 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=int, default=96, help="with --compare: critic pairs trained")
     args = p.parse_args(argv)
     if args.compare == "reference":
-        from sweet_megatron.bench.compare_reference import run
-
-        return run(args.pairs, args.steps, args.warmup, args.json)
+        return compare_reference.run(args.pairs, args.steps, args.warmup, args.json)
 
     import torch.distributed as dist
 
-    from sweet_megatron.config import ConfigError, OptimConfig, load_config
-    from sweet_megatron.model import resolve_transformer_impl
-    from sweet_megatron.parallel import destroy, initialize, rank, world_size
+    # lazy: the runner imports megatron-core (~5 s); --help and bad arguments stay fast
     from sweet_megatron.training.runner import ModelRunner, sft_loss
 
     try:

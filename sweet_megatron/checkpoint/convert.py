@@ -47,27 +47,33 @@ from typing import Any
 
 import torch
 
-from sweet_megatron.checkpoint.hf_io import (
-    ConversionError,
-    HFCheckpoint,
-    McoreCheckpointReader,
-    StreamingSafetensorsWriter,
-)
-from sweet_megatron.checkpoint.llama_mapping import (
-    hf_config_from_model_config,
-    hf_shapes,
-    hf_to_mcore_shard,
-    to_hf,
-    weight_specs,
-)
+from sweet_megatron import model as model_module
 from sweet_megatron.checkpoint.model_io import (
     TokenizerSource,
     checkpoint_meta,
     model_config_from_meta,
     read_meta,
+    save_model_checkpoint,
 )
 from sweet_megatron.checkpoint.workers import WorkerError, peak_rss_bytes, rss_bytes, run_local_workers
+from sweet_megatron.data.llama3 import write_llama3_hf_tokenizer
 from sweet_megatron.model import ModelConfig
+from sweet_megatron.parallel import LayoutError, ParallelConfig, initialize
+from sweet_megatron.weights.hf_io import (
+    ConversionError,
+    HFCheckpoint,
+    McoreCheckpointReader,
+    StreamingSafetensorsWriter,
+)
+from sweet_megatron.weights.llama_mapping import (
+    hf_config_from_model_config,
+    hf_shapes,
+    hf_to_mcore_shard,
+    mcore_shard_shape,
+    to_hf,
+    weight_specs,
+)
+from sweet_megatron.weights.resharding import local_weights
 
 log = logging.getLogger("sweet_megatron.convert")
 
@@ -96,8 +102,6 @@ def hf_to_mcore(job: HfToMcoreJob) -> dict[str, Any]:
     if out.exists():
         raise ConversionError(f"{out} exists: refusing to overwrite it (choose a new --out)")
     hf = HFCheckpoint(job.hf_dir, job.make_vocab_size_divisible_by, job.seq_length)  # validates headers only
-    from sweet_megatron.parallel import LayoutError, ParallelConfig
-
     try:
         pc = ParallelConfig(tensor_parallel=job.tp, pipeline_parallel=job.pp, virtual_pipeline=job.vpp)
         pc.validate(job.tp * job.pp, hf.cfg, "local")
@@ -138,10 +142,6 @@ def _hf_to_mcore_worker(rank: int, world: int, job: HfToMcoreJob) -> tuple[int, 
     """Returns (peak RSS, RSS after imports and process-group set-up) in bytes."""
     from megatron.core import parallel_state as ps
 
-    from sweet_megatron.checkpoint.model_io import save_model_checkpoint
-    from sweet_megatron.parallel import ParallelConfig, initialize
-    from sweet_megatron.rollout.resharding import local_weights
-
     hf = HFCheckpoint(job.hf_dir, job.make_vocab_size_divisible_by, job.seq_length)
     dtype = hf.dtype() if job.dtype == "auto" else DTYPES[job.dtype]
     pc = ParallelConfig(tensor_parallel=job.tp, pipeline_parallel=job.pp, virtual_pipeline=job.vpp)
@@ -171,8 +171,6 @@ def _build_uninitialised(cfg: ModelConfig, pc, platform) -> list[torch.nn.Module
     files, and megatron's CPU init would draw each matrix full-size in fp32 (the whole embedding
     on the first stage) before splitting it: time and memory for nothing. If model.py stops
     calling `transformer_config` this silently falls back to a normal (initialised) build."""
-    import sweet_megatron.model as model_module
-
     original = model_module.transformer_config
 
     def without_init(*args, **kwargs):
@@ -272,8 +270,6 @@ def _write_hf(ckpt: Path, tmp: Path, cfg: ModelConfig, meta: dict[str, Any], job
 
 
 def _check_shape(spec, t: torch.Tensor, cfg: ModelConfig) -> None:
-    from sweet_megatron.checkpoint.llama_mapping import mcore_shard_shape
-
     expected = mcore_shard_shape(spec, cfg, 1)
     if spec.kind == "vocab":  # saved with some TP's padding: at least the true vocabulary
         ok = t.shape[1:] == expected[1:] and t.shape[0] >= cfg.vocab_size
@@ -336,8 +332,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _llama3_tokenizer(args: argparse.Namespace) -> int:
-    from sweet_megatron.data.llama3 import write_llama3_hf_tokenizer
-
     try:
         out = write_llama3_hf_tokenizer(args.out, args.tiktoken)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:

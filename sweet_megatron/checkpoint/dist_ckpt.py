@@ -72,6 +72,7 @@ from sweet_megatron.checkpoint.model_io import (
     save_model_checkpoint,
     sharded_model_state,
 )
+from sweet_megatron.parallel import from_rank0, rank, world_size
 
 if TYPE_CHECKING:
     from sweet_megatron.training.runner import ModelRunner
@@ -102,27 +103,14 @@ class CheckpointError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
 def _barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
 
 
-def _from_rank0(obj: Any) -> Any:
-    """obj as rank 0 has it, on every rank."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def _raise_if_error(err: BaseException | None) -> None:
     """Rank 0's error (or None) is raised on every rank, so no rank waits in a later collective."""
-    err = _from_rank0(err)
+    err = from_rank0(err)
     if err is not None:
         raise err
 
@@ -165,7 +153,7 @@ def _layout() -> dict[str, int | None]:
     from megatron.core import parallel_state as ps
 
     return {
-        "world_size": dist.get_world_size() if dist.is_initialized() else 1,
+        "world_size": world_size(),
         "tensor_parallel": ps.get_tensor_model_parallel_world_size(),
         "pipeline_parallel": ps.get_pipeline_model_parallel_world_size(),
         "virtual_pipeline": ps.get_virtual_pipeline_model_parallel_world_size(),
@@ -386,7 +374,7 @@ class CheckpointManager:
         Collective when torch.distributed is initialised: rank 0 decides, so every rank loads the
         same checkpoint even if a filesystem shows them different views.
         """
-        return _from_rank0(self._latest() if _rank() == 0 else None)
+        return from_rank0(self._latest() if rank() == 0 else None)
 
     def _latest(self) -> Path | None:
         good = self.checkpoints()
@@ -402,7 +390,7 @@ class CheckpointManager:
 
     @staticmethod
     def _warn(msg: str) -> None:
-        if _rank() == 0:
+        if rank() == 0:
             log.warning(msg)
 
     # ---------------------------------------------------------------------------------- save
@@ -419,7 +407,7 @@ class CheckpointManager:
         final, tmp = self.root / tag, self.root / f"{TMP_PREFIX}{tag}"
 
         err = None
-        if _rank() == 0:
+        if rank() == 0:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 # Left by killed saves or deletions (this run is the root's only writer).
@@ -457,12 +445,12 @@ class CheckpointManager:
                     distributed_optimizer=_is_distributed_optimizer(runner.optimizer),
                 )
             runner_info[name] = info
-        torch.save(rng_state(), tmp / RNG_DIR / f"rank{_rank():05d}.pt")
+        torch.save(rng_state(), tmp / RNG_DIR / f"rank{rank():05d}.pt")
         layout = _layout()
         _barrier()
 
         err = None
-        if _rank() == 0:
+        if rank() == 0:
             try:
                 seq = max((s for s in map(_read_seq, self._published()) if s is not None), default=0) + 1
                 record = {"format": FORMAT, "tag": tag, "seq": seq, "time": time.time(), "layout": layout,
@@ -476,7 +464,7 @@ class CheckpointManager:
                 err = exc
         _raise_if_error(err)
         _barrier()
-        if _rank() == 0:
+        if rank() == 0:
             log.info("saved checkpoint %s in %.1fs", final, time.perf_counter() - t0)
         return final
 
@@ -530,7 +518,7 @@ class CheckpointManager:
         RNG states are restored only when the parallel layout equals the saved one.
         """
         path = Path(path).absolute()
-        reason = _from_rank0(verify(path) if _rank() == 0 else None)
+        reason = from_rank0(verify(path) if rank() == 0 else None)
         if reason is not None:
             raise CheckpointError(f"cannot load {path}: {reason}")
         record = json.loads((path / STATE).read_text())
@@ -558,12 +546,12 @@ class CheckpointManager:
 
         layout = _layout()
         if record["layout"] == layout:
-            set_rng_state(torch.load(path / RNG_DIR / f"rank{_rank():05d}.pt", weights_only=False))
+            set_rng_state(torch.load(path / RNG_DIR / f"rank{rank():05d}.pt", weights_only=False))
         else:
             self._warn(f"{path} was saved with layout {record['layout']}, this run has {layout}: "
                        "RNG states are not restored (the fresh seeds stay)")
         _barrier()
-        if _rank() == 0:
+        if rank() == 0:
             log.info("loaded checkpoint %s (tag %s)", path, record["tag"])
         return record["state"]
 

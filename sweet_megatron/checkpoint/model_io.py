@@ -37,6 +37,8 @@ import torch.distributed as dist
 
 from sweet_megatron.builtin import BUILTIN, resolve_builtin, shipped_names
 from sweet_megatron.model import FP8Config, ModelConfig
+from sweet_megatron.parallel import from_rank0, rank
+from sweet_megatron.weights.resharding import unwrap
 
 log = logging.getLogger(__name__)
 
@@ -93,28 +95,11 @@ def read_meta(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
-    """The GPTModel inside DDP / Float16Module wrappers."""
-    while hasattr(chunk, "module"):
-        chunk = chunk.module
-    return chunk
-
-
 def sharded_model_state(model_chunks: Sequence[torch.nn.Module]) -> dict[str, Any]:
     """{"model": sd} for one chunk, {"model0": sd0, "model1": sd1, ...} for virtual stages."""
     if len(model_chunks) == 1:
         return {"model": unwrap(model_chunks[0]).sharded_state_dict()}
     return {f"model{i}": unwrap(c).sharded_state_dict() for i, c in enumerate(model_chunks)}
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _broadcast_obj(obj: Any) -> Any:
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def save_model_checkpoint(out_dir: str | os.PathLike, model_chunks: Sequence[torch.nn.Module], meta: dict[str, Any],
@@ -129,19 +114,19 @@ def save_model_checkpoint(out_dir: str | os.PathLike, model_chunks: Sequence[tor
         raise RuntimeError("save_model_checkpoint needs torch.distributed (sweet_megatron.parallel.initialize)")
     out = Path(out_dir).absolute()
     tmp = None
-    if _rank() == 0:
+    if rank() == 0:
         tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
         if out.exists():
             tmp = FileExistsError(f"{out} exists: refusing to overwrite it (choose a new output directory)")
         else:
             tmp.mkdir(parents=True)
-    tmp = _broadcast_obj(tmp)
+    tmp = from_rank0(tmp)
     if isinstance(tmp, Exception):
         raise tmp
     try:
         dist_checkpointing.save(sharded_model_state(model_chunks), str(tmp))
         dist.barrier()
-        if _rank() == 0:
+        if rank() == 0:
             meta = dict(meta)
             if tokenizer is not None:
                 tok_dir = tmp / TOKENIZER_DIR
@@ -154,7 +139,7 @@ def save_model_checkpoint(out_dir: str | os.PathLike, model_chunks: Sequence[tor
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
             os.rename(tmp, out)
     except BaseException:
-        if _rank() == 0:
+        if rank() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     dist.barrier()

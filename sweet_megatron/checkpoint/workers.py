@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import socket
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+from sweet_megatron.parallel import free_port
+
 
 class WorkerError(RuntimeError):
     """A worker process failed; the message holds its error."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def peak_rss_bytes() -> int:

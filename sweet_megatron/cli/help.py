@@ -10,7 +10,7 @@ import re
 import textwrap
 from functools import cache
 
-from sweet_megatron.config import CONF_DIR, STAGES, RunConfig, _nested_schema
+from sweet_megatron.config import CONF_DIR, STAGES, RunConfig, _nested_schema, compose_config
 
 STAGE_HELP = {
     "all": "the main job: sft, eval before, then sweet.iterations x (collect, critic, actor, eval), report",
@@ -73,8 +73,6 @@ def groups() -> list[tuple[str, list[str], str]]:
 
 def help_page() -> str:
     from omegaconf import OmegaConf
-
-    from sweet_megatron.config import compose_config
 
     cfg = compose_config([])
     defaults = {g: o for d in OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml").defaults)

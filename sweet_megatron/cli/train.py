@@ -25,6 +25,7 @@ from sweet_megatron.training.metrics import filter_library_warnings
 
 filter_library_warnings()  # before megatron is imported: its import-time warnings are among them
 
+from sweet_megatron.cli.checks import check_paths  # noqa: E402
 from sweet_megatron.cli.help import help_page  # noqa: E402
 from sweet_megatron.config import ConfigError, RunConfig, compose_config, to_run_config  # noqa: E402
 from sweet_megatron.parallel import LayoutError  # noqa: E402
@@ -77,10 +78,8 @@ def report_error(exc: BaseException, run_dir: str | None) -> None:
 
 def run(cfg: RunConfig) -> None:
     """Check the files, train and report (the errors are the caller's)."""
-    from sweet_megatron.cli.checks import check_paths
-
     check_paths(cfg)  # before the trainer's import, so megatron's import-time warnings come after the checks
-    from sweet_megatron.training.trainer import SweetTrainer
+    from sweet_megatron.training.trainer import SweetTrainer  # lazy: megatron-core; --help stays fast
 
     trainer = SweetTrainer(cfg)
     try:

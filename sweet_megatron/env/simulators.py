@@ -298,8 +298,8 @@ def build_simulator(cfg, seed: int = 0) -> Simulator:
 def load_simulator_engine(cfg, seed: int = 0) -> tuple[RolloutEngine, Tokenizer]:
     """The simulator's own model on its own engine, weights streamed from its HF directory
     (simulator.checkpoint), and its tokenizer (simulator.tokenizer_*; default: that directory)."""
-    from sweet_megatron.checkpoint.hf_io import ConversionError, HFCheckpoint
     from sweet_megatron.data.tokenizer import load_tokenizer
+    from sweet_megatron.weights.hf_io import ConversionError, HFCheckpoint
 
     try:
         hf = HFCheckpoint(cfg.checkpoint)

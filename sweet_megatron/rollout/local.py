@@ -1,7 +1,7 @@
 """The local rollout engine: Hugging Face transformers' `LlamaForCausalLM` with a KV cache (CPU default).
 
 Built from a `ModelConfig` (random weights until the first `update_weights`), it is fed by the same
-full HF-named weight stream the vLLM engine gets (`rollout.resharding.stream_hf_weights`).
+full HF-named weight stream the vLLM engine gets (`weights.resharding.stream_hf_weights`).
 
 Generation is one batched loop over the HF model per chunk of at most `max_batch_size` rows (a row
 is one prompt x one sample): prompts are left-padded with an attention mask and explicit position
@@ -26,10 +26,10 @@ from collections.abc import Iterable
 
 import torch
 
-from sweet_megatron.checkpoint.llama_mapping import hf_config_from_model_config, hf_shapes
 from sweet_megatron.model import ModelConfig
 from sweet_megatron.rollout.base import Generation, RolloutEngine, SamplingParams
 from sweet_megatron.rollout.sleep import EngineState, SleepSequencer
+from sweet_megatron.weights.llama_mapping import hf_config_from_model_config, hf_shapes
 
 log = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ def check_weight_sync(engine: RolloutEngine, trainer_logprobs_fn, probe: Probe, 
         raise WeightSyncError(
             f"after the weight sync the rollout engine's log-probs differ from the trainer's by up to {gap:.4g} "
             f"nats (threshold {threshold:.3g}): the weights did not arrive intact (a name/layout mismatch in "
-            "checkpoint/llama_mapping.py, a missed bucket, or a dtype problem). Raise rollout.sync_check_threshold "
+            "weights/llama_mapping.py, a missed bucket, or a dtype problem). Raise rollout.sync_check_threshold "
             "only if the gap is a known precision effect"
         )
     return gap

@@ -32,11 +32,11 @@ from typing import Any
 
 import torch
 
-from sweet_megatron.checkpoint.llama_mapping import hf_config_from_model_config, hf_shapes
 from sweet_megatron.model import ModelConfig
 from sweet_megatron.rollout.base import Generation, RolloutEngine, SamplingParams
 from sweet_megatron.rollout.local import row_seed
 from sweet_megatron.rollout.sleep import Action, SleepSequencer
+from sweet_megatron.weights.llama_mapping import hf_config_from_model_config, hf_shapes
 
 log = logging.getLogger(__name__)
 

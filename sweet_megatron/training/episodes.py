@@ -25,7 +25,7 @@ from sweet_megatron.data.tokenizer import (
     load_tokenizer,
     train_sentencepiece,
 )
-from sweet_megatron.model import ModelConfig
+from sweet_megatron.parallel import is_rank0
 from sweet_megatron.rollout.base import SamplingParams
 
 log = logging.getLogger("sweet_megatron")
@@ -128,24 +128,12 @@ def build_tokenizer(cfg: TokenizerConfig, run_dir: Path, train_tasks: list) -> T
     if cfg.path:
         return load_tokenizer(cfg.kind, cfg.path)
     path = run_dir / "tokenizer.model"
-    if (not dist.is_initialized() or dist.get_rank() == 0) and not path.exists():
+    if is_rank0() and not path.exists():
         train_sentencepiece(_corpus(train_tasks), path, vocab_size=cfg.vocab_size,
                             number_pieces=cfg.number_pieces)
     if dist.is_initialized():
         dist.barrier()
     return SentencePieceTokenizer(path)
-
-
-def build_engine(cfg: RolloutConfig, model_cfg: ModelConfig, seed: int):
-    """The rollout engine named by rollout.engine."""
-    if cfg.engine == "vllm":
-        from sweet_megatron.rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine(model_cfg, tensor_parallel_size=cfg.vllm_tensor_parallel,
-                          gpu_memory_utilization=cfg.gpu_memory_utilization, seed=seed)
-    from sweet_megatron.rollout.local import LocalEngine
-
-    return LocalEngine(model_cfg, seed=seed)
 
 
 def build_simulator(cfg: SimulatorConfig):
@@ -530,7 +518,7 @@ def save_episodes(path: Path, episodes: list, tasks: dict, layout: str = "projec
     atomically by rank 0. Both layouts load back with load_episodes."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}: use one of {', '.join(LAYOUTS)}")
-    if dist.is_initialized() and dist.get_rank() != 0:
+    if not is_rank0():
         return
     path = Path(path)
     tmp = path.with_suffix(".tmp")

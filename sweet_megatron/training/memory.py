@@ -210,7 +210,7 @@ def plan_memory(m: ModelConfig, par: ParallelConfig, world_size: int, *, engine:
                 "size it to the model) or rollout.gpu_memory_utilization")
 
     runtime = {"runtime": RUNTIME_BYTES}
-    # rollout/resharding.py: one flat buffer of max(bucket, largest full HF tensor = the embedding)
+    # weights/resharding.py: one flat buffer of max(bucket, largest full HF tensor = the embedding)
     # plus one TP-gathered weight (the largest: fc1, [2f, h]), bf16
     sync = (max(bucket_bytes, 2 * m.vocab_size * m.hidden_size) + 2 * 2 * m.ffn_hidden_size * m.hidden_size
             if use_vllm else 0.0)

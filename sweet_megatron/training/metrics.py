@@ -25,12 +25,6 @@ from pathlib import Path
 log = logging.getLogger("sweet_megatron")
 
 
-def is_rank0() -> bool:
-    import torch.distributed as dist
-
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
 def setup_logging(run_dir: Path | None = None) -> None:
     """Rank-0 INFO logs to stderr (and run_dir/train.log); other ranks warn only."""
     level = logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING
@@ -104,6 +98,8 @@ class PhaseTimer:
         """quiet: a phase that repeats every step (its total still counts) logs at DEBUG."""
         level = logging.DEBUG if quiet else logging.INFO
         start = time.perf_counter()
+        from sweet_megatron.parallel import is_rank0  # torch-free at import: parallel pulls torch (1.2 s)
+
         if is_rank0():
             log.log(level, "phase %s: start", name)
         try:
@@ -125,6 +121,8 @@ class MetricsLogger:
     """Appends metrics to run_dir/metrics.jsonl and TensorBoard (rank 0 only)."""
 
     def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+        from sweet_megatron.parallel import is_rank0  # torch-free at import: parallel pulls torch (1.2 s)
+
         self.run_dir = run_dir
         self.enabled = is_rank0()
         self._tb = None
@@ -174,6 +172,8 @@ class Progress:
     step: `<task>: step k/N, <info>, <rate> steps/s, <time> left`. Silent when disabled."""
 
     def __init__(self, enabled: bool = True, interval_s: float = 15.0, stream=None, clock=time.monotonic) -> None:
+        from sweet_megatron.parallel import is_rank0  # torch-free at import: parallel pulls torch (1.2 s)
+
         self._progress = None
         self._lines: dict[int, dict] = {}
         self.enabled = enabled and is_rank0()

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from sweet_megatron.training.metrics import latest_records, read_jsonl
+
 
 def _success_curve(results: dict) -> list[tuple[str, float]]:
     curve = []
@@ -90,8 +92,6 @@ def write_report(run_dir: Path, results: dict, timings: dict, config: dict) -> P
 def _phase_table(run_dir: Path, timings: dict) -> list[str]:
     """Time per phase over the whole run: this attempt's (`timings`) and, from phases.jsonl, every
     earlier attempt's (a run killed and resumed, or an earlier command in the same run directory)."""
-    from sweet_megatron.training.metrics import read_jsonl
-
     current = {k.removeprefix("time/"): v for k, v in timings.items()}
     phases = read_jsonl(run_dir / "phases.jsonl")
     this = max((r["attempt"] for r in phases), default=1)
@@ -131,8 +131,6 @@ def _plots(run_dir: Path, curve: list[tuple[str, float]], head: dict) -> list[Pa
     records = []
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
-        from sweet_megatron.training.metrics import latest_records, read_jsonl
-
         records = latest_records(read_jsonl(metrics))  # a resumed run's repeated steps: the later attempt's
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     if curve:

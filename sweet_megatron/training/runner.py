@@ -22,8 +22,11 @@ from functools import partial
 
 import torch
 import torch.distributed as dist
+from sweet_kernels import fused_linear_logprob
+from sweet_kernels.megatron_seam import gpt_hidden_states
 
 from sweet_megatron.attention import rope_positions
+from sweet_megatron.checkpoint.model_io import load_model_checkpoint
 from sweet_megatron.config import OptimConfig
 from sweet_megatron.data.packing import PackedRow, block_causal_mask, collate, cu_seqlens
 from sweet_megatron.model import ModelConfig, build_model, resolve_transformer_impl
@@ -193,8 +196,6 @@ class ModelRunner:
     def _run(self, rows: list[PackedRow], loss_fn: LossFn, forward_only: bool) -> list[dict]:
         from megatron.core import parallel_state, tensor_parallel
         from megatron.core.pipeline_parallel import get_forward_backward_func
-        from sweet_kernels import fused_linear_logprob
-        from sweet_kernels.megatron_seam import gpt_hidden_states
 
         mbs = self._microbatches(rows)
 
@@ -299,8 +300,6 @@ class ModelRunner:
         unless `reload_model_params()` runs (optimizer/optimizer.py `MegatronOptimizer
         .reload_model_params`; issue 18 #4). On fp32 params the main params are views, which is why
         CPU runs never showed it."""
-        from sweet_megatron.checkpoint.model_io import load_model_checkpoint
-
         meta = load_model_checkpoint(ckpt_dir, self.chunks)
         if self.optimizer is not None:
             self.optimizer.reload_model_params()

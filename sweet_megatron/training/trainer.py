@@ -32,6 +32,8 @@ from sweet_megatron import parallel
 from sweet_megatron.config import OptimConfig, RunConfig
 from sweet_megatron.data.packing import PackedRow, count_rows, group_length, merge_groups, pack_groups
 from sweet_megatron.model import resolve_transformer_impl
+from sweet_megatron.parallel import is_rank0
+from sweet_megatron.rollout import build_engine
 from sweet_megatron.training import episodes as ep
 from sweet_megatron.training.losses import (
     actor_dpo_loss_fn,
@@ -39,7 +41,7 @@ from sweet_megatron.training.losses import (
     segment_means,
     trajectory_dpo_loss_fn,
 )
-from sweet_megatron.training.metrics import MetricsLogger, PhaseTimer, Progress, is_rank0, setup_logging
+from sweet_megatron.training.metrics import MetricsLogger, PhaseTimer, Progress, setup_logging
 from sweet_megatron.training.preemption import Preempted, StopRequest
 from sweet_megatron.training.runner import ModelRunner, sft_loss
 
@@ -150,7 +152,7 @@ class SweetTrainer:
 
         # one seed per engine group: the ranks of a vLLM TP group must sample alike
         group = max(cfg.rollout.vllm_tensor_parallel, 1) if cfg.rollout.engine == "vllm" else 1
-        self.engine = ep.build_engine(cfg.rollout, self.model_cfg,
+        self.engine = build_engine(cfg.rollout, self.model_cfg,
                                       seed=engine_seed(cfg.seed, parallel.rank(), parallel.world_size(), group))
         self.simulator = ep.build_simulator(cfg.simulator)
         self.probe = ep.text_probe(self.tok, self.eval_tasks)
@@ -203,7 +205,7 @@ class SweetTrainer:
     def _sync_engine(self) -> None:
         """Stream the actor's weights into the rollout engine and check a probe batch."""
         from sweet_megatron.rollout.probe import check_weight_sync, megatron_score
-        from sweet_megatron.rollout.resharding import sync_weights
+        from sweet_megatron.weights.resharding import sync_weights
 
         with self.timer("weight_sync"):
             # update, then wake: after a level-2 sleep vLLM holds no weights to wake (SleepSequencer)

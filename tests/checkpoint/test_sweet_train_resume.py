@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.dist import free_port, run_distributed
+from sweet_megatron.parallel import free_port
+from tests.dist import run_distributed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dist]
 

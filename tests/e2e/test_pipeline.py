@@ -60,7 +60,7 @@ def _run(cmd: list[str], run_dir: Path, timeout: int = 900) -> str:
 
 def _weights(ckpt_dir: Path) -> dict:
     """The tensors of a model checkpoint (a torch_dist directory), read without building a model."""
-    from sweet_megatron.checkpoint.hf_io import McoreCheckpointReader
+    from sweet_megatron.weights.hf_io import McoreCheckpointReader
 
     reader = McoreCheckpointReader(ckpt_dir)
     return reader.read({key: (key, None) for key in reader.shapes})

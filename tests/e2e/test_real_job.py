@@ -69,9 +69,9 @@ def test_real_job_llama3_vocab_colbench_rows_reference_offline_file(tmp_path):
     from transformers import LlamaForCausalLM
 
     from sweet_megatron.builtin import resolve_builtin
-    from sweet_megatron.checkpoint.llama_mapping import hf_config_from_model_config
     from sweet_megatron.config import load_config
     from sweet_megatron.data.llama3 import write_llama3_hf_tokenizer
+    from sweet_megatron.weights.llama_mapping import hf_config_from_model_config
 
     start = time.time()
     rows = resolve_builtin(SAMPLE).read_text().splitlines()

@@ -225,9 +225,9 @@ def step_vllm_cycle() -> dict:
     from sweet_megatron.config import OptimConfig
     from sweet_megatron.rollout.base import SamplingParams
     from sweet_megatron.rollout.probe import Probe, megatron_score, probe_logprob_gap
-    from sweet_megatron.rollout.resharding import sync_weights
     from sweet_megatron.rollout.vllm_engine import VLLMEngine
     from sweet_megatron.training.runner import sft_loss
+    from sweet_megatron.weights.resharding import sync_weights
 
     cfg = _tiny(vocab_size=32000, seq_length=512)
     actor = _runner(cfg, OptimConfig(lr=1e-4, min_lr=1e-4, warmup_steps=0))

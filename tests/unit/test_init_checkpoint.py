@@ -72,8 +72,8 @@ def _base_code_accuracy(rank, world_size, n):
     from sweet_megatron.parallel import ParallelConfig, initialize
     from sweet_megatron.rollout.base import SamplingParams
     from sweet_megatron.rollout.local import LocalEngine
-    from sweet_megatron.rollout.resharding import sync_weights
     from sweet_megatron.training.episodes import base_sequence
+    from sweet_megatron.weights.resharding import sync_weights
 
     path = resolve_checkpoint("builtin:base-small")
     meta = read_meta(path)

@@ -18,7 +18,7 @@ def test_flops_match_torch_flop_counter_on_hf_llama(layers, hidden, ffn, heads, 
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import LlamaForCausalLM
 
-    from sweet_megatron.checkpoint.llama_mapping import hf_config_from_model_config
+    from sweet_megatron.weights.llama_mapping import hf_config_from_model_config
 
     cfg = ModelConfig(num_layers=layers, hidden_size=hidden, ffn_hidden_size=ffn, num_attention_heads=heads,
                       num_query_groups=kv, vocab_size=vocab, seq_length=64, rope_scaling=False)

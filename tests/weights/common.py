@@ -49,7 +49,7 @@ def random_hf_llama(cfg: ModelConfig = TINY, seed: int = 0, dtype: torch.dtype =
     """A random transformers LlamaForCausalLM for `cfg`, the same for the same seed in any process."""
     from transformers import LlamaForCausalLM
 
-    from sweet_megatron.checkpoint.llama_mapping import hf_config_from_model_config
+    from sweet_megatron.weights.llama_mapping import hf_config_from_model_config
 
     with torch.random.fork_rng():  # leave the caller's RNG alone
         torch.manual_seed(seed)
@@ -65,7 +65,7 @@ def write_hf_llama(out: Path, cfg: ModelConfig = TINY, seed: int = 0, max_shard_
                    dtype: torch.dtype = torch.float32):
     """A random transformers LlamaForCausalLM saved to `out` (sharded safetensors + tokenizer); returns it."""
     model = random_hf_llama(cfg, seed, dtype)
-    from sweet_megatron.checkpoint.hf_io import write_placeholder_tokenizer
+    from sweet_megatron.weights.hf_io import write_placeholder_tokenizer
 
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(str(out), **kwargs)

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from sweet_megatron.checkpoint.llama_mapping import (
+from sweet_megatron.weights.llama_mapping import (
     NotALlamaError,
     dict_reader,
     hf_config_from_model_config,
@@ -113,7 +113,7 @@ def test_transformers_4_spelling_and_unsupported_configs():
 def test_safetensors_slices_match_the_library(tmp_path, dtype):
     from safetensors.torch import load_file, save_file
 
-    from sweet_megatron.checkpoint.hf_io import SafetensorsFile
+    from sweet_megatron.weights.hf_io import SafetensorsFile
 
     tensors = {"a": torch.randn(37, 23).to(dtype), "b": torch.randn(11).to(dtype), "c": torch.randn(5, 4, 3).to(dtype)}
     save_file(tensors, str(tmp_path / "x.safetensors"))

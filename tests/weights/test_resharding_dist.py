@@ -32,8 +32,8 @@ def reference_state_dict():
 def _load_reference(chunks, ref):
     from megatron.core import parallel_state as ps
 
-    from sweet_megatron.checkpoint.llama_mapping import dict_reader, hf_to_mcore_shard
-    from sweet_megatron.rollout.resharding import local_weights
+    from sweet_megatron.weights.llama_mapping import dict_reader, hf_to_mcore_shard
+    from sweet_megatron.weights.resharding import local_weights
 
     tp_rank, tp = ps.get_tensor_model_parallel_rank(), ps.get_tensor_model_parallel_world_size()
     with torch.no_grad():
@@ -53,7 +53,7 @@ def _check_layouts(rank, world_size, layouts):
         megatron_logits,
         megatron_score,
     )
-    from sweet_megatron.rollout.resharding import sync_weights
+    from sweet_megatron.weights.resharding import sync_weights
 
     results = {}
     ref_sd = reference_state_dict()

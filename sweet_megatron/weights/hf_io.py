@@ -22,13 +22,15 @@ from typing import Any
 
 import torch
 
-from sweet_megatron.checkpoint.llama_mapping import (
+from sweet_megatron.data.tokenizer import SPECIAL_TOKENS
+from sweet_megatron.model import ModelConfig
+from sweet_megatron.weights.llama_mapping import (
     HFReader,
     NotALlamaError,
+    hf_config_from_model_config,
     hf_shapes,
     model_config_from_hf_config,
 )
-from sweet_megatron.model import ModelConfig
 
 # Files that make up a Hugging Face tokenizer (whichever of them a checkpoint has).
 TOKENIZER_FILES = (
@@ -339,8 +341,6 @@ def write_random_llama(out_dir: str | os.PathLike, cfg: ModelConfig, dtype: torc
     more than one layer in memory. Returns the bytes of weights written."""
     from safetensors.torch import save_file
 
-    from sweet_megatron.checkpoint.llama_mapping import hf_config_from_model_config
-
     out = Path(out_dir)
     out.mkdir(parents=True)
     g = torch.Generator().manual_seed(seed)
@@ -369,8 +369,6 @@ def write_placeholder_tokenizer(out_dir: str | os.PathLike, num_words: int = 50)
     """A word-level HF tokenizer with the Llama-3 chat specials (a stand-in for tests and benchmarks)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-
-    from sweet_megatron.data.tokenizer import SPECIAL_TOKENS
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     vocab.update({f"w{i}": len(SPECIAL_TOKENS) + i for i in range(num_words)})

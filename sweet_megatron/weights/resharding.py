@@ -7,7 +7,7 @@ pipeline stage:
 
 1. the owning stage's TP ranks gather each weight's shards over the TP group
    (`[T, *shard_shape]`, one weight at a time) and copy them, re-laid-out by
-   `checkpoint.llama_mapping.to_hf_views`, into one flat bucket buffer;
+   `weights.llama_mapping.to_hf_views`, into one flat bucket buffer;
 2. the owner broadcasts the flat buffer over the pipeline group;
 3. every rank yields `(hf_name, tensor)` views into the buffer.
 
@@ -33,19 +33,25 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from sweet_megatron.checkpoint.llama_mapping import (
+from sweet_megatron.model import ModelConfig
+from sweet_megatron.weights.llama_mapping import (
     WeightSpec,
     hf_shapes_of,
     parse_mcore_name,
     to_hf_views,
     weight_specs,
 )
-from sweet_megatron.checkpoint.model_io import unwrap
-from sweet_megatron.model import ModelConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUCKET_BYTES = 512 * 2**20
+
+
+def unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
+    """The GPTModel inside DDP / Float16Module wrappers."""
+    while hasattr(chunk, "module"):
+        chunk = chunk.module
+    return chunk
 
 
 def local_weights(model_chunks: Sequence[torch.nn.Module]) -> dict[str, tuple[WeightSpec, torch.Tensor]]:
