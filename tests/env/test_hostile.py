@@ -1,5 +1,7 @@
 """Every answer of the hostile corpus (tests/env/hostile/*.py) scores 0, leaves no process behind,
-changes nothing outside its scratch directory and reaches no network, on both sandbox backends.
+changes nothing outside its scratch directory and reaches no network, on both sandbox backends,
+and under bubblewrap also with the worker's audit hook off ("bwrap-os-only": the namespaces,
+seccomp filter, cgroups, rlimits and uid on their own, as when an answer gets past the hook).
 
 Most corpus answers return the right value only if their attack worked, so a breach shows up as
 reward > 0 as well as in the host-side checks below. The whole corpus is scored in one batch per
@@ -7,12 +9,14 @@ backend (parallel sandboxes) with short time limits to keep the suite quick."""
 
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from sweet_megatron.env import evaluator as evaluator_module
 from sweet_megatron.env import sandbox as sandbox_module
 from sweet_megatron.env.evaluator import BackendEvaluator, EvaluatorConfig
 from sweet_megatron.env.sandbox import UID_RANGE, SandboxConfig
@@ -24,27 +28,52 @@ TASK = Task("Compute 2x+1. The signature of the function is: def solve(x)", REFE
             {f"test{i + 1}": f"solve({i})" for i in range(10)})
 CONTROL = "def solve(x):\n    return x * 2 + 1"
 CANARY_DIR = Path("/tmp/sweet-hostile-canary")
-NEW_FILES = [Path("/tmp/sweet-hostile-pwned.txt"), Path("/etc/sweet-hostile-pwned")]
+SHARED_NAME = "sweet-hostile-pwned"  # write_shared.py writes this (and .dirfd) in each of SHARED_DIRS
+
+
+def shared_dirs() -> list[Path]:
+    """Where write_shared.py tries to write: as it computes them, from this interpreter's paths."""
+    dirs = ["/tmp", "/var/tmp", "/dev/shm", sys.base_prefix, sys.prefix]
+    for entry in sys.path:
+        if os.path.isdir(entry):
+            for pth in Path(entry).glob("*.pth"):
+                dirs += [line.strip() for line in pth.read_text().splitlines() if line.startswith("/")]
+    return [Path(d) for d in dict.fromkeys(dirs)]
+
+
+NEW_FILES = [Path("/tmp/sweet-hostile-pwned.txt"), Path("/etc/sweet-hostile-pwned"), Path("/tmp/sweet-hostile-escaped"),
+             *(d / name for d in shared_dirs() for name in (SHARED_NAME, SHARED_NAME + ".dirfd"))]
 LISTEN_PORT = 47213  # network.py connects here
 WORKER_MARK = "The program that runs inside a sandbox"  # from sandbox_worker.py's docstring
 
 
+RUN_ENV = ("SWEET_HOSTILE_RUN", str(os.getpid()))  # in every sandbox's environment, to tell ours apart
+
+
 def sandbox_processes() -> list[str]:
-    """Live processes that belong to a sandbox: a worker, a bwrap we started, or a test uid."""
+    """Live processes of this test's sandboxes: those with RUN_ENV in their environment or in one of
+    this process's sandbox cgroups (other sandboxes on a shared host are not ours); where the
+    environment cannot be read, any worker, bwrap we started or test uid."""
     found = []
+    marker = ("\0" + "=".join(RUN_ENV) + "\0").encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             status = (entry / "status").read_text()
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cgroup = (entry / "cgroup").read_text()
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         uid = int(fields["Uid"].split()[0])
         zombie = fields.get("State", "").strip().startswith("Z")
-        ours = (WORKER_MARK in cmdline or UID_RANGE[0] <= uid < UID_RANGE[1]
-                or (cmdline.startswith("bwrap") and int(fields["PPid"]) == os.getpid()))
+        try:
+            ours = marker in b"\0" + (entry / "environ").read_bytes()
+        except OSError:
+            ours = (WORKER_MARK in cmdline or UID_RANGE[0] <= uid < UID_RANGE[1]
+                    or (cmdline.startswith("bwrap") and int(fields["PPid"]) == os.getpid()))
+        ours = ours or f"sweet-sandbox-{os.getpid()}-" in cgroup
         if ours and not zombie:
             found.append(f"{entry.name} uid={uid} {cmdline[:80]}")
     return found
@@ -79,11 +108,18 @@ class Listener:
         self.sock.close()
 
 
-@pytest.fixture(scope="module", params=["bwrap", "process"])
-def outcome(request):
-    backend = request.param
-    if backend == "bwrap" and sandbox_module._bwrap_problem(SandboxConfig()) is not None:
+def skip_without_bwrap():
+    if sandbox_module._bwrap_problem(SandboxConfig()) is not None:
         pytest.skip(f"bubblewrap unusable here: {sandbox_module._bwrap_problem(SandboxConfig())}")
+
+
+@pytest.fixture(scope="module", params=["bwrap", "bwrap-os-only", "process"])
+def outcome(request):
+    backend, _, os_only = request.param.partition("-")
+    if backend == "bwrap":
+        skip_without_bwrap()
+    for path in NEW_FILES:
+        assert not path.exists(), f"{path} exists before the run: remove it"
     CANARY_DIR.mkdir(exist_ok=True)
     for p in CANARY_DIR.iterdir():
         p.unlink()
@@ -91,7 +127,8 @@ def outcome(request):
     os.chmod(CANARY_DIR / "canary.txt", 0o644)
     before = {p.name: p.stat().st_mtime_ns for p in CANARY_DIR.iterdir()}
     listener = Listener(LISTEN_PORT)
-    config = SandboxConfig(backend=backend, test_timeout_s=1.0, cpu_time_s=1, total_timeout_s=3.0)
+    config = SandboxConfig(backend=backend, test_timeout_s=1.0, cpu_time_s=1, total_timeout_s=3.0,
+                           audit_hook=not os_only, env={**SandboxConfig().env, RUN_ENV[0]: RUN_ENV[1]})
     evaluator = BackendEvaluator(EvaluatorConfig(sandbox=config))
     answers = [p.read_text() for p in CORPUS] + [CONTROL]
     try:
@@ -115,7 +152,7 @@ def outcome(request):
         "new_files": [str(p) for p in NEW_FILES if p.exists()],
         "connections": listener.accepted,
     }
-    print(f"\nhostile corpus on {backend}: {len(CORPUS)} answers in {seconds:.1f} s")
+    print(f"\nhostile corpus on {request.param}: {len(CORPUS)} answers in {seconds:.1f} s")
     for name, s in result["scores"].items():
         print(f"  {name:24s} reward={s.reward} statuses={sorted(set(s.details['statuses']))}")
     return result
@@ -153,3 +190,65 @@ def test_harness_survives_exits_and_signals(outcome):
     statuses = outcome["scores"]["exit_and_signals.py"].details["statuses"]
     # killing the parent or everyone did not stop the harness: every test has its own outcome
     assert "sandbox_error" not in statuses and statuses[1] == "crash"
+
+
+# --- the OS-level layers on their own (no audit hook) ----------------------------------------------
+
+SYSCALLS = """
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+X86 = os.uname().machine == "x86_64"
+def call(x86, arm, *args):
+    ctypes.set_errno(0)
+    r = libc.syscall(x86 if X86 else arm, *args)
+    return errno.errorcode.get(ctypes.get_errno(), "0") if r < 0 else "returned"
+def probe():
+    buf = ctypes.create_string_buffer(256)
+    return {"unshare(CLONE_NEWUSER)": call(272, 97, 0x10000000), "clone(CLONE_NEWUSER)": call(56, 220, 0x10000011, 0, 0, 0, 0),
+            "clone3": call(435, 435, buf, 88), "io_uring_setup": call(425, 425, 8, buf),
+            "keyctl": call(250, 219, 0, -3, 1), "ptrace(TRACEME)": call(101, 117, 0, 0, 0, 0),
+            "setns": call(308, 268, 0, 0), "mount": call(165, 40, b"none", b"/scratch", b"tmpfs", 0, 0)}
+"""
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "process"])
+def test_seccomp_filter_denies_the_calls_a_scoring_run_never_needs(backend):
+    if backend == "bwrap":
+        skip_without_bwrap()
+    if sandbox_module.seccomp_program() is None:
+        pytest.skip("libseccomp (pyseccomp) is not usable here")
+    config = SandboxConfig(backend=backend, audit_hook=False)
+    (run,) = sandbox_module.run_tests(SYSCALLS, ["probe()"], config)
+    assert run.status == "ok", run
+    got = evaluator_module.decode_value(run.value_json)
+    # EPERM from the filter, not the kernel's own answer (EINVAL, EFAULT or success) for these arguments
+    assert got == {name: "ENOSYS" if name == "clone3" else "EPERM" for name in got}, got
+
+
+def test_tree_memory_limit_stops_a_bomb_spread_over_processes(monkeypatch):
+    """memory_tree.py's children each stay under RLIMIT_AS; only the sandbox's cgroup bounds their sum."""
+    skip_without_bwrap()
+    if not sandbox_module.cgroup_hierarchies():
+        pytest.skip("no usable cgroup memory controller here (see the sandbox's logged reason)")
+    code = (Path(__file__).parent / "hostile" / "memory_tree.py").read_text()
+    config = SandboxConfig(backend="bwrap", audit_hook=False, test_timeout_s=10.0, total_timeout_s=20.0)  # a loaded host
+    (run,) = sandbox_module.run_tests(code, ["solve(3)"], config)
+    assert run.status in ("timeout", "crash") or run.value_json == "null", run
+    # The same answer without the cgroup: the rlimits alone let it hold its 1.8 GB.
+    monkeypatch.setattr(sandbox_module, "cgroup_hierarchies", lambda: ())
+    (run,) = sandbox_module.run_tests(code, ["solve(3)"], config)
+    assert (run.status, run.value_json) == ("ok", "7"), run
+
+
+def test_cgroup_fallback_reason_is_logged_once(monkeypatch, caplog):
+    monkeypatch.setattr(sandbox_module, "_find_hierarchies", lambda: "cgroup v2 at /x lacks ['memory']")
+    sandbox_module.cgroup_hierarchies.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger=sandbox_module.logger.name):
+            assert sandbox_module.cgroup_hierarchies() == ()
+            assert sandbox_module.cgroup_hierarchies() == ()
+    finally:
+        sandbox_module.cgroup_hierarchies.cache_clear()
+    warned = [r.getMessage() for r in caplog.records if "no cgroup limits" in r.getMessage()]
+    assert len(warned) == 1 and "lacks ['memory']" in warned[0] and "RLIMIT_AS" in warned[0]
