@@ -7,8 +7,10 @@ Most corpus answers return the right value only if their attack worked, so a bre
 reward > 0 as well as in the host-side checks below. The whole corpus is scored in one batch per
 backend (parallel sandboxes) with short time limits to keep the suite quick."""
 
+import json
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -20,7 +22,7 @@ from sweet_megatron.env import evaluator as evaluator_module
 from sweet_megatron.env import sandbox as sandbox_module
 from sweet_megatron.env.evaluator import BackendEvaluator, EvaluatorConfig
 from sweet_megatron.env.sandbox import UID_RANGE, SandboxConfig
-from sweet_megatron.env.tasks import Task
+from sweet_megatron.env.tasks import Task, save_tasks
 
 CORPUS = sorted((Path(__file__).parent / "hostile").glob("*.py"))
 REFERENCE = "def solve(x):\n    # REFERENCE-MARKER-7731 (steal_reference.py looks for this)\n    return x * 2 + 1\n"
@@ -252,3 +254,32 @@ def test_cgroup_fallback_reason_is_logged_once(monkeypatch, caplog):
         sandbox_module.cgroup_hierarchies.cache_clear()
     warned = [r.getMessage() for r in caplog.records if "no cgroup limits" in r.getMessage()]
     assert len(warned) == 1 and "lacks ['memory']" in warned[0] and "RLIMIT_AS" in warned[0]
+
+
+def test_scoring_real_rows_stays_within_the_memory_ceiling(real_tasks, tmp_path):
+    """`sweet-colbench score --self` on every 4th shipped row, run in a cgroup of its own: all succeed,
+    and the whole tree's peak stays under the stated ceiling (EvaluatorConfig.memory_ceiling_mb plus
+    256 MB for the host process). 200 rows measured: 184 MB (README)."""
+    skip_without_bwrap()
+    hierarchies = sandbox_module.cgroup_hierarchies()
+    if not any(h.version == 1 and "memory" in h.controllers for h in hierarchies):
+        # under v2 the measuring cgroup holds a process, so no sandbox cgroup could be made inside it
+        pytest.skip("needs the cgroup v1 memory controller to measure a tree that makes cgroups itself")
+    subset = tmp_path / "rows.jsonl"
+    save_tasks(real_tasks[::4], subset)
+    ceiling_mb = EvaluatorConfig().memory_ceiling_mb + 256
+    measure = sandbox_module._SandboxCgroup(list(hierarchies), ceiling_mb << 20, 1 << 16)
+    try:
+        done = subprocess.run(measure.wrap([sys.executable, "-m", "sweet_megatron.env.cli", "score", "--tasks",
+                                            str(subset), "--self", "--backend", "bwrap"]),
+                              capture_output=True, text=True, timeout=300)
+        peak_mb = measure.peak_bytes() / 2**20
+    finally:
+        measure.kill()
+        measure.remove()
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"\n{summary['n']} rows scored in {summary['seconds']} s; whole tree peak {peak_mb:.0f} MB "
+          f"(ceiling {ceiling_mb} MB)")
+    assert summary["success_rate"] == 1.0, summary
+    assert peak_mb < ceiling_mb
