@@ -33,10 +33,15 @@ Limits (SandboxConfig fields in brackets), by where they are enforced:
   are charged) included; tests run one at a time, so that is the running test's tree limit. The
   kernel's OOM killer ends the process that holds the most (the test reports 'timeout', killed by
   signal 9). After the run the host kills whatever is left in the cgroup and removes it. cgroup v2
-  is used where its memory (and pids) controllers can be enabled under this process's cgroup,
-  else the v1 memory and pids hierarchies; where neither works (no write access, controllers not
-  delegated), the reason is logged once and a test's tree is bounded only by the rlimits above:
-  up to memory_mb x max_processes.
+  is used where the memory (and pids) controllers are enabled in this process's own cgroup's
+  cgroup.subtree_control or can be (v2 lets a cgroup enable them only while no process lives in
+  it, so this needs the root cgroup or a delegated one, e.g. a systemd unit with Delegate=yes; this
+  process is never moved), else the v1 memory and pids hierarchies (a hybrid layout); where
+  neither works (no write access, controllers not delegated), the reason is logged once at
+  WARNING and a test's tree is bounded only by the rlimits above: up to memory_mb x max_processes.
+  Measured where this was written (root in a container, kernel 6.18, hybrid layout): cgroup2 at
+  /sys/fs/cgroup/unified with only hugetlb, memory and pids on v1, children creatable, limits
+  settable, processes movable; so v1 is used there.
 - System calls, a seccomp filter (`seccomp_program`, libseccomp through pyseccomp): the calls in
   DENIED_SYSCALLS (new namespaces with unshare/setns, io_uring, bpf, keyctl/add_key/request_key,
   ptrace, process_vm_readv/writev, mount and the new mount API, pivot_root, kexec, module loading,
@@ -139,9 +144,9 @@ class SandboxConfig:
                 raise ValueError(f"SandboxConfig.{name}={getattr(self, name)}: set it above 0")
         if self.memory_mb < 64:
             raise ValueError(f"SandboxConfig.memory_mb={self.memory_mb}: Python needs at least 64")
-        if self.tree_memory_mb < 128:
-            raise ValueError(f"SandboxConfig.tree_memory_mb={self.tree_memory_mb}: the worker and a test need "
-                             "at least 128")
+        if self.tree_memory_mb < max(128, self.memory_mb):
+            raise ValueError(f"SandboxConfig.tree_memory_mb={self.tree_memory_mb}: the whole sandbox needs at least "
+                             f"128 and at least memory_mb={self.memory_mb} (one test process's own limit)")
 
 
 @dataclass

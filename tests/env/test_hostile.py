@@ -283,3 +283,37 @@ def test_scoring_real_rows_stays_within_the_memory_ceiling(real_tasks, tmp_path)
           f"(ceiling {ceiling_mb} MB)")
     assert summary["success_rate"] == 1.0, summary
     assert peak_mb < ceiling_mb
+
+
+def test_tree_memory_limit_must_hold_one_test():
+    with pytest.raises(ValueError, match="tree_memory_mb=600.*memory_mb=1024"):
+        SandboxConfig(memory_mb=1024, tree_memory_mb=600)
+
+
+def test_sandbox_cgroup_kill_ends_a_daemon_outside_the_session():
+    """What the host does after every sandbox: the cgroup holds every process the sandbox started,
+    a daemon that left the session included, and kill + remove ends them all."""
+    if not sandbox_module.cgroup_hierarchies():
+        pytest.skip("no usable cgroups here")
+    cgroup = sandbox_module._SandboxCgroup(list(sandbox_module.cgroup_hierarchies()), 256 << 20, 16)
+    proc = subprocess.Popen(cgroup.wrap(["/bin/sh", "-c", "(setsid sleep 600 &); exec sleep 600"]))
+    try:
+        procs = cgroup.dirs[0][0] / "cgroup.procs"
+        deadline = time.monotonic() + 5
+        while len(procs.read_text().split()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pids = [int(p) for p in procs.read_text().split()]
+        assert proc.pid in pids and len(pids) == 2, pids
+    finally:
+        cgroup.kill()
+        proc.wait(timeout=5)
+        cgroup.remove()
+    assert cgroup.dirs == [] and proc.returncode == -9
+
+    def alive(pid):  # a killed orphan may stay a zombie until its new parent reaps it
+        try:
+            return not Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return False
+
+    assert [pid for pid in pids if alive(pid)] == []
