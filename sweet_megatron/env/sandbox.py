@@ -262,7 +262,7 @@ def seccomp_program() -> bytes | None:
     pyseccomp, its ctypes binding); system calls of other ABIs (i386, x32) kill the process."""
     try:
         import pyseccomp as sc
-    except (ImportError, OSError) as e:  # OSError: libseccomp.so.2 is missing
+    except (ImportError, OSError, RuntimeError) as e:  # RuntimeError: libseccomp.so.2 is missing
         logger.warning("sandbox: no seccomp filter (%s: %s); install libseccomp2 (Debian) and pyseccomp "
                        "(pip) to deny namespaces, io_uring, bpf, keyctl, ptrace and mount in the sandbox",
                        type(e).__name__, e)
@@ -270,8 +270,15 @@ def seccomp_program() -> bytes | None:
     import errno
 
     f = sc.SyscallFilter(sc.ALLOW)
+    unknown = []
     for name in DENIED_SYSCALLS:
-        f.add_rule(sc.ERRNO(errno.EPERM), name)
+        try:
+            f.add_rule(sc.ERRNO(errno.EPERM), name)
+        except OSError:  # a call newer than this libseccomp
+            unknown.append(name)
+    if unknown:
+        logger.warning("sandbox: this libseccomp does not know %s; the seccomp filter cannot deny them "
+                       "(a newer libseccomp2 can)", ", ".join(unknown))
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     for flag in CLONE_NAMESPACE_FLAGS.values():
         f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
@@ -427,7 +434,10 @@ def _kill(pid: int) -> None:
 def cgroup_hierarchies() -> tuple[_Hierarchy, ...]:
     """The cgroup hierarchies sandboxes are limited with here; () when none is usable, with the
     reason logged once (then a test's process tree is bounded only by its rlimits)."""
-    found = _find_hierarchies() if Path("/proc/self/cgroup").exists() else "no /proc/self/cgroup"
+    try:
+        found = _find_hierarchies() if Path("/proc/self/cgroup").exists() else "no /proc/self/cgroup"
+    except (OSError, ValueError, IndexError) as e:
+        found = f"cannot read the cgroup layout ({type(e).__name__}: {e})"
     if not isinstance(found, str):
         try:  # the whole path once: make a cgroup, set its limits, move a process into it
             probe = _SandboxCgroup(found, 64 << 20, 4, name=f"sweet-probe-{os.getpid()}")

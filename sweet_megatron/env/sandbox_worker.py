@@ -11,8 +11,12 @@ For each test expression it forks a child that, before touching the untrusted co
 own session, points fds 0-2 at /dev/null, sets rlimits (CPU, address space, file size, open
 files, processes, no core), drops to a uid of its own (`drop_uid + i`, when the worker runs as
 root), moves into a private directory under the scratch directory and installs an audit hook that
-refuses process creation, signals, sockets, ctypes, and file access outside the scratch
-directory and the interpreter's own files. Only then does it compile and exec the code in a
+refuses process creation (also the _posixsubprocess and _posixshmem imports, which fork or make
+shared memory without an event of their own), signals, sockets, ctypes, file access outside the
+scratch directory and the interpreter's own files, and directory fds outside the scratch
+directory (a relative open with dir_fd= would pass the path check). The hook is a tripwire, not
+the boundary: the job may turn it off ("audit_hook": false, for testing the layers below it), and
+the namespaces, seccomp filter, cgroups, rlimits and uid hold without it. Only then does it compile and exec the code in a
 fresh namespace and eval the test call. The return value is encoded as tagged JSON of plain data
 (exact builtin types only; anything else becomes an opaque marker that never compares equal) and
 written to a pipe that only this child holds. The worker reads that pipe until a wall-clock

@@ -234,7 +234,7 @@ def test_tree_memory_limit_stops_a_bomb_spread_over_processes(monkeypatch):
     if not sandbox_module.cgroup_hierarchies():
         pytest.skip("no usable cgroup memory controller here (see the sandbox's logged reason)")
     code = (Path(__file__).parent / "hostile" / "memory_tree.py").read_text()
-    config = SandboxConfig(backend="bwrap", audit_hook=False, test_timeout_s=10.0, total_timeout_s=20.0)  # a loaded host
+    config = SandboxConfig(backend="bwrap", audit_hook=False, test_timeout_s=20.0, total_timeout_s=25.0)  # a loaded host
     (run,) = sandbox_module.run_tests(code, ["solve(3)"], config)
     assert run.status in ("timeout", "crash") or run.value_json == "null", run
     # The same answer without the cgroup: the rlimits alone let it hold its 1.8 GB.

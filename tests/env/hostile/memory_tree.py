@@ -16,12 +16,12 @@ def solve(x):
                 os.closerange(w + 1, 4096)
                 block = b"\1" * (300 << 20)  # written, so resident, unlike a calloc'd bytearray
                 os.write(w, b"1")
-                time.sleep(30)
+                time.sleep(60)
                 os._exit(len(block) & 0)
         except OSError:
             break
     os.close(w)
-    held, deadline = 0, time.monotonic() + 5
+    held, deadline = 0, time.monotonic() + 15  # a loaded host is slow to write 1.8 GB
     while held < 6 and time.monotonic() < deadline:
         data = os.read(r, 16)
         if not data:
