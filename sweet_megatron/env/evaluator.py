@@ -76,6 +76,17 @@ class EvaluatorConfig:
         if self.max_concurrency < 0:
             raise ValueError(f"EvaluatorConfig.max_concurrency={self.max_concurrency}: use 0 (cores) or more")
 
+    @property
+    def workers(self) -> int:
+        """Sandboxes at once: max_concurrency, or twice the CPU cores."""
+        return self.max_concurrency or 2 * (os.cpu_count() or 1)
+
+    @property
+    def memory_ceiling_mb(self) -> int:
+        """Most memory the sandboxes of a score() call hold at once, where cgroups are usable: workers x
+        sandbox.tree_memory_mb (each sandbox's cgroup limit), this process not included."""
+        return self.workers * self.sandbox.tree_memory_mb
+
 
 class Opaque:
     """Stands for a value that is not plain data; equal to nothing, itself included."""
@@ -186,8 +197,7 @@ class BackendEvaluator:
         if not todo:
             return scores
         backend = sandbox_backend(self.config.sandbox)
-        workers = self.config.max_concurrency or 2 * (os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
+        with ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="sandbox") as pool:
             refs: dict[str, Any] = {}
             splits = {i: self._splits(tasks[i]) for i in todo}
             calls = {i: [s.sandbox_expr if s is not None else "()" for s in splits[i]] for i in todo}

@@ -4,14 +4,19 @@ It is started by sandbox.py as `python -P -s -S -c <this file's source>` and rea
 stdin (marshal, written by the trusted host):
 
     {"code": str, "tests": [str, ...], "limits": {...}, "scratch": str,
-     "drop_uid": int | null, "pid_namespace": bool, "python_paths": [str, ...]}
+     "drop_uid": int | null, "pid_namespace": bool, "python_paths": [str, ...],
+     "audit_hook": bool, "seccomp": bytes | null}
 
 For each test expression it forks a child that, before touching the untrusted code, starts its
 own session, points fds 0-2 at /dev/null, sets rlimits (CPU, address space, file size, open
 files, processes, no core), drops to a uid of its own (`drop_uid + i`, when the worker runs as
 root), moves into a private directory under the scratch directory and installs an audit hook that
-refuses process creation, signals, sockets, ctypes, and file access outside the scratch
-directory and the interpreter's own files. Only then does it compile and exec the code in a
+refuses process creation (also the _posixsubprocess and _posixshmem imports, which fork or make
+shared memory without an event of their own), signals, sockets, ctypes, file access outside the
+scratch directory and the interpreter's own files, and directory fds outside the scratch
+directory (a relative open with dir_fd= would pass the path check). The hook is a tripwire, not
+the boundary: the job may turn it off ("audit_hook": false, for testing the layers below it), and
+the namespaces, seccomp filter, cgroups, rlimits and uid hold without it. Only then does it compile and exec the code in a
 fresh namespace and eval the test call. The return value is encoded as tagged JSON of plain data
 (exact builtin types only; anything else becomes an opaque marker that never compares equal) and
 written to a pipe that only this child holds. The worker reads that pipe until a wall-clock
@@ -130,9 +135,12 @@ def _install_guard(scratch, read_roots, max_files=64):
         "os.truncate", "shutil.rmtree", "shutil.copyfile", "shutil.move",
     }
     list_events = {"os.listdir", "os.scandir"}
+    # Modules that create processes or shared memory without raising an audit event of their own
+    # (_posixsubprocess.fork_exec forks and execs an interpreter that has no hook).
+    deny_imports = {"_posixsubprocess", "_posixshmem"}
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    fsdecode, fspath, realpath, join, getcwd = (
-        os.fsdecode, os.fspath, os.path.realpath, os.path.join, os.getcwd,
+    fsdecode, fspath, realpath, join, getcwd, isdir = (
+        os.fsdecode, os.fspath, os.path.realpath, os.path.join, os.getcwd, os.path.isdir,
     )
     scratch = realpath(scratch)
 
@@ -153,6 +161,8 @@ def _install_guard(scratch, read_roots, max_files=64):
     def hook(event, args):
         if event in deny or event.startswith("ctypes."):
             raise PermissionError(f"sandbox: {event} is not allowed")
+        if event == "import" and args[0] in deny_imports:
+            raise PermissionError(f"sandbox: import {args[0]} is not allowed")
         if event == "open":
             path, mode, flags = args
             writing = (mode is not None and any(c in mode for c in "wax+")) or (
@@ -160,6 +170,10 @@ def _install_guard(scratch, read_roots, max_files=64):
             )
             if not inside(path, [scratch] if writing else [scratch, *read_roots]):
                 raise PermissionError(f"sandbox: open({path!r}) is not allowed")
+            if not writing and not inside(path, [scratch]) and isdir(path):
+                # The event does not carry dir_fd: os.open(name, O_CREAT, dir_fd=<a read-only
+                # root>) would pass as a relative path in the scratch directory.
+                raise PermissionError(f"sandbox: open({path!r}) of a directory is not allowed")
             if writing:
                 # With RLIMIT_FSIZE this bounds what a test can write where the scratch
                 # directory is not a size-capped tmpfs (the fallback backend).
@@ -208,7 +222,8 @@ def _run_child(job, index, wfd):
     os.chdir(home)
     read_roots = [sys.base_prefix, sys.prefix, *job["python_paths"], "/usr/lib", "/usr/share/zoneinfo",
                   "/etc/localtime", "/dev/null", "/dev/urandom"]
-    _install_guard(home, read_roots)
+    if job["audit_hook"]:
+        _install_guard(home, read_roots)
     code, expr = job["code"], job["tests"][index]
     job.clear()  # the child needs nothing else of the job
     write = os.write
@@ -331,7 +346,8 @@ def _run_test(job, index, deadline):
     if os.WIFSIGNALED(exit_code):
         sig = os.WTERMSIG(exit_code)
         kind = "timeout" if sig in (signal.SIGXCPU, signal.SIGKILL) else "crash"
-        return {"i": index, "status": kind, "error": f"killed by signal {sig}"}
+        why = " (CPU time, wall time or the sandbox's memory limit)" if sig == signal.SIGKILL else ""
+        return {"i": index, "status": kind, "error": f"killed by signal {sig}{why}"}
     if os.WEXITSTATUS(exit_code) != 0 or not payload:
         return {"i": index, "status": "crash", "error": f"exit status {os.WEXITSTATUS(exit_code)}"}
     body = payload[1:].decode("utf-8", "replace")
@@ -340,8 +356,27 @@ def _run_test(job, index, deadline):
     return {"i": index, "status": "error", "error": body[:300]}
 
 
+def _load_seccomp(program):
+    """Install the host's classic-BPF seccomp program on this process and all it will start (the
+    'process' backend; bwrap installs it itself with --seccomp)."""
+    import ctypes
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))  # 8 bytes per instruction
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+    if (libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0
+            or libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0) != 0):
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
+
+
 def main():
     job = marshal.loads(sys.stdin.buffer.read())  # from the trusted host
+    if job["seccomp"]:
+        _load_seccomp(job["seccomp"])
     sys.path[:] = [p for p in sys.path if p] + list(job["python_paths"])
     if "numpy" in job["code"]:
         try:

@@ -1,5 +1,5 @@
 """Returns objects that claim equality with anything: a class whose __eq__ is always True (and
-__ne__ always False), subclasses of int, str and list doing the same, and an object whose __eq__
+__ne__ always False), subclasses of int, float, str and list doing the same, and an object whose __eq__
 tries to report success through side channels. Expect: none is plain data; reward 0."""
 
 
@@ -28,11 +28,18 @@ class EqStr(str):
     __hash__ = str.__hash__
 
 
+class EqFloat(float):
+    def __eq__(self, other):
+        return True
+
+    __hash__ = float.__hash__
+
+
 class EqList(list):
     def __eq__(self, other):
         return True
 
 
 def solve(x):
-    kinds = [AlwaysEqual(), EqInt(0), EqStr("x"), EqList(), [AlwaysEqual()], {"k": EqInt(1)}]
+    kinds = [AlwaysEqual(), EqInt(0), EqStr("x"), EqList(), [AlwaysEqual()], {"k": EqInt(1)}, EqFloat(x * 2 + 1)]
     return kinds[x % len(kinds)]
