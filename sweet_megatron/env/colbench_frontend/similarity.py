@@ -252,7 +252,10 @@ class ClipScorer:
         with torch.no_grad():
             for i in range(0, len(images), self.batch_size):
                 pixels = self.processor(images=images[i:i + self.batch_size], return_tensors="pt")["pixel_values"]
-                emb = self.model.get_image_features(pixel_values=pixels.to(self.device))
+                # CLIP's image embedding: the vision tower's pooled output through its projection
+                # (what get_image_features computes; spelled out, as its return type changed in v5).
+                pooled = self.model.vision_model(pixel_values=pixels.to(self.device)).pooler_output
+                emb = self.model.visual_projection(pooled)
                 chunks.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy())
         return np.concatenate(chunks)
 
