@@ -197,7 +197,12 @@ no markup handed over)."""
 
 def build_frontend_simulator(cfg, seed: int = 0):
     """The frontend simulated person that `cfg` (config.SimulatorConfig) names: rule, http or engine."""
-    from sweet_megatron.env.simulators import EngineChatBackend, LLMSimulator, OpenAIChatBackend, load_simulator_engine
+    from sweet_megatron.env.simulators import (
+        EngineChatBackend,
+        LLMSimulator,
+        OpenAIChatBackend,
+        load_simulator_engine,
+    )
     from sweet_megatron.rollout.base import SamplingParams
 
     if cfg.kind == "rule":

@@ -9,7 +9,11 @@ import re
 import pytest
 
 from sweet_megatron.data.chat import Message
-from sweet_megatron.env.colbench_frontend.records import FrontendTask, load_frontend_tasks, save_frontend_tasks
+from sweet_megatron.env.colbench_frontend.records import (
+    FrontendTask,
+    load_frontend_tasks,
+    save_frontend_tasks,
+)
 from sweet_megatron.env.colbench_frontend.render import RenderConfig, blank_result
 from sweet_megatron.env.colbench_frontend.similarity import page_similarity, similarity_matrix
 from sweet_megatron.env.colbench_frontend.simulator import FrontendRuleSimulator, page_outline
