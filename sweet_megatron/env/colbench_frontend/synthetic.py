@@ -88,9 +88,11 @@ SITES = (
 SITE_BY_KIND = {s.kind: s for s in SITES}
 
 DETAILS = ("theme", "background", "order", "columns", "title", "headline", "size")
-IMPORTANCE = ("theme", "order", "size", "background", "columns", "headline", "title")
+IMPORTANCE = ("columns", "size", "order", "title", "theme", "background", "headline")
 """Details from the most to the least important: the oracle asks in this order. Measured as the mean
-drop of page_similarity when one detail takes another value (README, "Importance")."""
+drop of page_similarity when one detail takes another value, on 6 rendered pages (seed 21): columns
+0.556, size 0.501, order 0.474, title 0.101, theme 0.099, background 0.079, headline 0.016. Layout
+details move every later section, which the position-sensitive visual and layout parts punish."""
 DEFAULTS = {"theme": "blue", "background": "white", "columns": 3, "size": "medium"}
 """What an agent that does not know a detail writes; order defaults to the description's
 (alphabetical) order, title to the kind of site, headline to 'Welcome'."""
