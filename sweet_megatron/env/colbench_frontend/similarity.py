@@ -323,7 +323,9 @@ def page_similarity(page: RenderResult, reference: RenderResult, clip: ClipScore
         "text": _text_from(fa, fb),
     }
     score = sum(WEIGHTS[k] * v for k, v in parts.items())
-    scorer = default_clip_scorer() if clip == "env" else clip
+    if isinstance(clip, str) and clip != "env":
+        raise ValueError(f'page_similarity: clip={clip!r}; pass a ClipScorer, None (off) or "env"')
+    scorer = default_clip_scorer() if isinstance(clip, str) else clip
     if scorer is None:
         return PageScore(float(score), **parts)
     clip_part = scorer.similarity(page, reference)

@@ -103,3 +103,5 @@ def test_env_var_turns_it_on_and_its_absence_off(tiny_clip_dir, tmp_path, monkey
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"set {CLIP_ENV}"):
         ClipScorer(tmp_path / "absent")
+    with pytest.raises(ValueError, match="clip='on'"):
+        page_similarity(page(0), page(1), clip="on")
