@@ -3,10 +3,14 @@
     sweet-colbench generate --n 200 --seed 0 --split train --out tasks.jsonl
     sweet-colbench score --tasks tasks.jsonl --answers answers.jsonl [--out results.jsonl]
     sweet-colbench score --tasks tasks.jsonl --self          # each task's reference as its answer
+    sweet-colbench score --kind frontend --self              # render the 50 shipped frontend pages
     sweet-colbench play --tasks tasks.jsonl --index 3 --agent human
 
 `score` reads answers as JSONL objects {"index": <task line index, 0-based>, "answer": <str|null>}
-and prints a JSON summary ({"n", "mean_reward", "success_rate", ...}) as its last line.
+and prints a JSON summary ({"n", "mean_reward", "success_rate", ...}) as its last line. Frontend
+task files (detected from the first record, or `--kind frontend`; default file with `--kind frontend`:
+builtin:colbench/frontend_test_0-49.jsonl) are rendered and scored by env/colbench_frontend instead
+(its summary: render_seconds, matched_self_best, mean_similarity, win_rate with --baseline).
 """
 
 from __future__ import annotations
@@ -65,6 +69,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from sweet_megatron.env.colbench_frontend import __main__ as frontend
+    from sweet_megatron.env.colbench_frontend.records import is_frontend_file
+
+    if args.kind == "frontend" or (args.kind is None and args.tasks is not None and is_frontend_file(args.tasks)):
+        args.tasks = args.tasks or frontend.FRONTEND_RECORDS
+        return frontend.cmd_score(args)
+    if args.tasks is None:
+        raise SystemExit("score: pass --tasks T.jsonl (or --kind frontend for the shipped frontend pages)")
+    if args.baseline is not None:
+        raise SystemExit("score: --baseline is for frontend tasks only")
     tasks = load_tasks(args.tasks)
     if args.self_check:
         answers = {t.index: t.ground_truth for t in tasks}
@@ -169,10 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("score", help="score answers on tasks in the sandbox")
-    s.add_argument("--tasks", type=Path, required=True)
+    s.add_argument("--tasks", type=Path, help="task file (required for backend tasks)")
+    s.add_argument("--kind", choices=("backend", "frontend"), default=None,
+                   help="task kind (default: read from the file's first record)")
     s.add_argument("--answers", type=Path, help='JSONL of {"index": i, "answer": "..."}')
     s.add_argument("--self", dest="self_check", action="store_true", help="score each task's reference as its answer")
     s.add_argument("--out", type=Path, help="per-answer results as JSONL")
+    s.add_argument("--baseline", type=Path, help="frontend: a baseline agent's answers, same format: adds win_rate")
+    s.add_argument("--browsers", type=int, default=2, help="frontend: browsers rendering in parallel")
+    s.add_argument("--timeout", type=float, default=15.0, help="frontend: seconds per page")
     sandbox_options(s)
     s.set_defaults(func=cmd_score)
 
@@ -190,10 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sweet_megatron.env.colbench_frontend.render import RenderUnavailable
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (TaskFormatError, FileNotFoundError, ValueError, SandboxUnavailable) as e:
+    except (TaskFormatError, FileNotFoundError, ValueError, SandboxUnavailable, RenderUnavailable) as e:
         print(f"sweet-colbench {args.command}: error: {e}", file=sys.stderr)
         return 2
 

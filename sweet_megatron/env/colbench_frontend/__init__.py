@@ -4,9 +4,13 @@ mind; the answer is rendered offline in headless Chromium and compared with the 
 - records.py: task records (`problem_description`, `ground_truth` HTML) and `extract_html`.
 - tailwind.py: the Tailwind 2.2.19 stylesheet, fetched once at install time, purged per page.
 - render.py: a pool of contained headless Chromium browsers (Playwright driving Debian's chromium).
-- similarity.py: the whole-page similarity used as the reward, and win rate against a baseline.
-- __main__.py: `python -m sweet_megatron.env.colbench_frontend fetch-tailwind | score --self | score --answers`.
+- similarity.py: the whole-page similarity used as the reward (optional CLIP term), win rate.
+- synthetic.py: the synthetic page family (seeded pages with hidden details) and its oracle.
+- simulator.py: the rule-based simulated person and the LLM-backed one (simulator=engine/http).
+- environment.py: what the episode loop needs (prompt, answer mark, rewarder).
+- __main__.py: `python -m sweet_megatron.env.colbench_frontend fetch-tailwind | generate | score`;
+  `sweet-colbench score` runs the same scoring on frontend task files.
 
-Not here yet (next steps): the synthetic page family with its oracle, the rule-based and
-LLM/VLM-backed simulated person, and the `Environment` plug-in the trainer will load.
+Not here yet: a VLM-backed person (the LLM one reads the reference as HTML), and the trainer's
+`Environment` plug-in registration (env/base.py, another change).
 """

@@ -1,6 +1,7 @@
 """`python -m sweet_megatron.env.colbench_frontend`: the frontend environment's commands.
 
     python -m sweet_megatron.env.colbench_frontend fetch-tailwind          # install time, once
+    python -m sweet_megatron.env.colbench_frontend generate --n 200 --seed 0 --out pages.jsonl
     python -m sweet_megatron.env.colbench_frontend score --self            # acceptance: 50 real pages
     python -m sweet_megatron.env.colbench_frontend score --tasks T.jsonl --answers A.jsonl \\
         [--baseline B.jsonl] [--out results.jsonl]
@@ -10,7 +11,9 @@ offline and scores each against all references: it prints the render time, the C
 while it ran, and how many references matched themselves best. `score --answers` renders the
 agent's pages (JSONL {"index": i, "answer": <agent text>}; the page is cut out with extract_html)
 and scores each against its task's reference; with `--baseline` (same format) it adds the win
-rate. The summary is a JSON object on the last line.
+rate. The summary is a JSON object on the last line. `sweet-colbench score` runs the same scoring
+for frontend task files (`--kind frontend`, or detected from the first record). `generate` writes
+synthetic pages (synthetic.py) as JSONL in the released schema.
 """
 
 from __future__ import annotations
@@ -108,6 +111,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from sweet_megatron.env.colbench_frontend.records import save_frontend_tasks
+    from sweet_megatron.env.colbench_frontend.synthetic import generate_frontend_tasks
+
+    tasks = generate_frontend_tasks(args.n, seed=args.seed, split=args.split, difficulty=tuple(args.difficulty))
+    save_frontend_tasks(tasks, args.out)
+    print(json.dumps({"written": len(tasks), "out": str(args.out), "split": args.split, "seed": args.seed}))
+    return 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     from sweet_megatron.env.colbench_frontend.tailwind import fetch_tailwind
 
@@ -122,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("fetch-tailwind", help="install-time: fetch tailwindcss@2.2.19's tailwind.min.css")
     f.add_argument("--dest", type=Path, help="directory (default: the cache directory the renderer reads)")
     f.set_defaults(func=cmd_fetch)
+    g = sub.add_parser("generate", help="write synthetic frontend pages (synthetic.py) as JSONL")
+    g.add_argument("--n", type=int, required=True)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--split", choices=("train", "heldout"), default="train")
+    g.add_argument("--difficulty", type=int, nargs=2, default=(1, 7), metavar=("MIN", "MAX"))
+    g.add_argument("--out", type=Path, required=True)
+    g.set_defaults(func=cmd_generate)
     s = sub.add_parser("score", help="render and score pages")
     s.add_argument("--tasks", default=FRONTEND_RECORDS, help="frontend task JSONL (default: the 50 shipped)")
     s.add_argument("--self", dest="self_check", action="store_true",

@@ -3,9 +3,11 @@
 
 - SYSTEM_PROMPT (format with problem_description) and ANSWER_MARK: the agent asks questions or
   shows draft pages; "I WANT TO ANSWER:" followed by the page ends the episode.
-- tasks: records.load_frontend_tasks(path) (real: builtin:colbench/frontend_test_0-49.jsonl).
+- tasks: records.load_frontend_tasks(path) (real: builtin:colbench/frontend_test_0-49.jsonl), or
+  synthetic.generate_frontend_tasks(n, seed) (synthetic pages; synthetic.oracle_action is their oracle).
 - simulator: simulator.FrontendRuleSimulator() (same respond(tasks, dialogues) interface as
-  env/simulators.py); the critic's training-time information is FrontendTask.ground_truth.
+  env/simulators.py), or simulator.build_frontend_simulator(SimulatorConfig) for rule/http/engine;
+  the critic's training-time information is FrontendTask.ground_truth (and `synthetic` when set).
 - reward: FrontendRewarder(pool).score(tasks, answers) -> one similarity in [0, 1] per answer
   (answer text after the mark; the page is cut out with extract_html; no page -> 0.0).
 """

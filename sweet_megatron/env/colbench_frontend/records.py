@@ -135,3 +135,23 @@ def extract_html(text: str | None) -> str | None:
     if m and m.group(1).strip():
         return m.group(1).strip()
     return None
+
+
+def is_frontend_file(path: str | os.PathLike) -> bool:
+    """Whether a task file holds frontend records, read from its first record: a frontend record has
+    no `test_cases` and its `ground_truth` is a page (an <html> or <body> block); a backend record
+    carries `test_cases` and code. Unreadable first lines count as not frontend (the backend loader
+    then names the problem)."""
+    path = resolve_builtin(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"task file {path} not found")
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    return False
+                return (isinstance(rec, dict) and "test_cases" not in rec
+                        and isinstance(rec.get("ground_truth"), str) and extract_html(rec["ground_truth"]) is not None)
+    return False

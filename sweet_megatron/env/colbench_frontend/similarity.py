@@ -24,6 +24,18 @@ size already shares much structure and colour with a light page, so each is resc
 white page gets against the same reference. Identical renders score exactly 1; an empty or failed
 page (a white viewport, no text, no boxes) scores 0 on every part, the lowest possible.
 
+Optional CLIP term (off unless its weights are on disk): with a CLIP model directory named by
+`$SWEET_CLIP_MODEL` (or passed as `clip=ClipScorer(path)`), loaded with transformers' CLIPModel and
+CLIPImageProcessor with `local_files_only=True` (nothing is ever downloaded), the score becomes
+
+    score = (1 - CLIP_WEIGHT) * (the four-part score above) + CLIP_WEIGHT * clip      (CLIP_WEIGHT = 0.2)
+
+where `clip` is the cosine of the two pages' CLIP image embeddings over the whole page: each page
+is cut into square tiles of its width (the last padded white, the shorter page padded with white
+tiles), the cosine taken tile by tile and averaged, and rescaled with `above_blank` against a white
+page like visual and colour. When the variable is unset or names no directory the term is off,
+`clip_status()` says why (a warning is logged once), and the score is the four-part one.
+
 `win_rate(agent, baseline)`: the share of tasks where the agent's page scores higher than the
 baseline agent's page for the same task (ties count half), the paper's frontend metric.
 """
@@ -31,15 +43,21 @@ baseline agent's page for the same task (ties count half), the paper's frontend 
 from __future__ import annotations
 
 import difflib
+import logging
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from sweet_megatron.env.colbench_frontend.render import RenderResult
 
 WEIGHTS = {"visual": 0.4, "colour": 0.2, "layout": 0.2, "text": 0.2}
+CLIP_WEIGHT = 0.2
+CLIP_ENV = "SWEET_CLIP_MODEL"
+log = logging.getLogger(__name__)
 GRID_PX = 32
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 
@@ -53,10 +71,15 @@ class PageScore:
     colour: float
     layout: float
     text: float
+    clip: float | None = None
+    """The CLIP term (above blank) when it is on, else None."""
 
     def as_dict(self) -> dict[str, float]:
-        return {"score": self.score, "visual": self.visual, "colour": self.colour,
-                "layout": self.layout, "text": self.text}
+        out = {"score": self.score, "visual": self.visual, "colour": self.colour,
+               "layout": self.layout, "text": self.text}
+        if self.clip is not None:
+            out["clip"] = self.clip
+        return out
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -192,8 +215,106 @@ def _text_from(fa: _Features, fb: _Features) -> float:
     return 0.5 * (ratio + 2 * common / (len(fa.words) + len(fb.words)))
 
 
-def page_similarity(page: RenderResult, reference: RenderResult) -> PageScore:
-    """The score of a rendered page against the rendered reference (see the module docstring)."""
+# ---------------------------------------------------------------- the optional CLIP term
+
+
+class ClipScorer:
+    """CLIP image embeddings of whole pages, from a local model directory (never downloaded)."""
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", batch_size: int = 16):
+        import torch
+        from transformers import CLIPImageProcessor, CLIPModel
+
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"CLIP model directory {self.path} not found (set {CLIP_ENV} to a directory "
+                                    "saved by CLIPModel.save_pretrained with its preprocessor_config.json)")
+        self.model = CLIPModel.from_pretrained(self.path, local_files_only=True).to(device).eval()
+        self.processor = CLIPImageProcessor.from_pretrained(self.path, local_files_only=True)
+        self.device, self.batch_size, self._torch = device, batch_size, torch
+
+    @staticmethod
+    def tiles(image: np.ndarray) -> list[np.ndarray]:
+        """[H, W, 3] -> square [W, W, 3] tiles from the top, the last one padded white."""
+        width = image.shape[1]
+        out = []
+        for top in range(0, image.shape[0], width):
+            tile = image[top:top + width]
+            if tile.shape[0] < width:
+                tile = np.vstack([tile, np.full((width - tile.shape[0], width, 3), 255, np.uint8)])
+            out.append(tile)
+        return out
+
+    def embed(self, images: list[np.ndarray]) -> np.ndarray:
+        """[N, D] unit-norm image embeddings of N images ([H, W, 3] uint8)."""
+        torch = self._torch
+        chunks = []
+        with torch.no_grad():
+            for i in range(0, len(images), self.batch_size):
+                pixels = self.processor(images=images[i:i + self.batch_size], return_tensors="pt")["pixel_values"]
+                # CLIP's image embedding: the vision tower's pooled output through its projection
+                # (what get_image_features computes; spelled out, as its return type changed in v5).
+                pooled = self.model.vision_model(pixel_values=pixels.to(self.device)).pooler_output
+                emb = self.model.visual_projection(pooled)
+                chunks.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy())
+        return np.concatenate(chunks)
+
+    def page_embeddings(self, result: RenderResult) -> np.ndarray:
+        """[num_tiles, D] embeddings of a rendered page's tiles (kept on the result)."""
+        cache = result.__dict__.setdefault("_clip_tiles", {})
+        if id(self) not in cache:
+            cache[id(self)] = self.embed(self.tiles(result.image))
+        return cache[id(self)]
+
+    def white_embedding(self, width: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_white", {})
+        if width not in cache:
+            cache[width] = self.embed([np.full((width, width, 3), 255, np.uint8)])[0]
+        return cache[width]
+
+    def cosine(self, ea: np.ndarray, eb: np.ndarray, width: int) -> float:
+        """Mean tile-by-tile cosine of two pages' tile embeddings, the shorter padded with white tiles."""
+        n = max(len(ea), len(eb))
+        white = self.white_embedding(width)[None]
+        ea = np.vstack([ea, np.repeat(white, n - len(ea), 0)])
+        eb = np.vstack([eb, np.repeat(white, n - len(eb), 0)])
+        return float(np.clip((ea * eb).sum(-1).mean(), -1.0, 1.0))
+
+    def similarity(self, page: RenderResult, reference: RenderResult) -> float:
+        """The CLIP term: tile cosine of page and reference, above a white page's (above_blank)."""
+        width = reference.image.shape[1]
+        ea, eb = self.page_embeddings(page), self.page_embeddings(reference)
+        white_page = np.repeat(self.white_embedding(width)[None], len(eb), 0)
+        return above_blank(self.cosine(ea, eb, width), self.cosine(white_page, eb, width))
+
+
+_default_clip: dict[str, ClipScorer | None] = {}
+
+
+def clip_status() -> str:
+    """Whether the CLIP term is on, and why not."""
+    path = os.environ.get(CLIP_ENV)
+    if not path:
+        return f"CLIP term off: {CLIP_ENV} is unset (set it to a local CLIP model directory to turn it on)"
+    if not Path(path).is_dir():
+        return f"CLIP term off: {CLIP_ENV}={path} is not a directory (nothing is downloaded)"
+    return f"CLIP term on: {path} (weight {CLIP_WEIGHT})"
+
+
+def default_clip_scorer() -> ClipScorer | None:
+    """The ClipScorer of $SWEET_CLIP_MODEL (loaded once per path), or None when it is unset or missing
+    (logged once with clip_status())."""
+    path = os.environ.get(CLIP_ENV) or ""
+    if path not in _default_clip:
+        status = clip_status()
+        _default_clip[path] = ClipScorer(path) if status.startswith("CLIP term on") else None
+        (log.info if not path else log.warning)(status)
+    return _default_clip[path]
+
+
+def page_similarity(page: RenderResult, reference: RenderResult, clip: ClipScorer | None | str = "env") -> PageScore:
+    """The score of a rendered page against the rendered reference (see the module docstring).
+    `clip`: a ClipScorer, None (CLIP term off), or "env" (the default: $SWEET_CLIP_MODEL's, off when unset)."""
     fa, fb = _features(page), _features(reference)
     parts = {
         "visual": above_blank(visual_similarity(fa.pyramid, fb.pyramid), fb.blank_visual),
@@ -202,7 +323,13 @@ def page_similarity(page: RenderResult, reference: RenderResult) -> PageScore:
         "text": _text_from(fa, fb),
     }
     score = sum(WEIGHTS[k] * v for k, v in parts.items())
-    return PageScore(float(score), **parts)
+    if isinstance(clip, str) and clip != "env":
+        raise ValueError(f'page_similarity: clip={clip!r}; pass a ClipScorer, None (off) or "env"')
+    scorer = default_clip_scorer() if isinstance(clip, str) else clip
+    if scorer is None:
+        return PageScore(float(score), **parts)
+    clip_part = scorer.similarity(page, reference)
+    return PageScore(float((1 - CLIP_WEIGHT) * score + CLIP_WEIGHT * clip_part), **parts, clip=clip_part)
 
 
 def win_rate(agent_scores: list[float], baseline_scores: list[float]) -> float:
@@ -214,6 +341,7 @@ def win_rate(agent_scores: list[float], baseline_scores: list[float]) -> float:
     return wins / len(agent_scores)
 
 
-def similarity_matrix(pages: list[RenderResult], references: list[RenderResult]) -> np.ndarray:
+def similarity_matrix(pages: list[RenderResult], references: list[RenderResult],
+                      clip: ClipScorer | None | str = "env") -> np.ndarray:
     """[len(pages), len(references)] scores of every page against every reference."""
-    return np.array([[page_similarity(p, r).score for r in references] for p in pages])
+    return np.array([[page_similarity(p, r, clip).score for r in references] for p in pages])

@@ -13,9 +13,18 @@ same batched interface as env/simulators.py) answers the agent's last message:
   texts ("title", "heading", "text", "name", "say") -> the headings; a part named in the question
   narrows the answer to it. Nothing matched: "I don't know".
 
-Replies are cut at 400 characters, as the backend simulator's. The LLM/VLM-backed person is a
-next step: env/simulators.LLMSimulator's prompt with the reference HTML as hidden information
-works through any ChatBackend already (`FrontendTask.hidden_information` is the reference page).
+Synthetic pages (synthetic.py) answer questions from their hidden details instead
+(synthetic.synthetic_reply: the canonical sentence of each detail asked about).
+
+Replies are cut at 400 characters, as the backend simulator's.
+
+The LLM-backed person: `FRONTEND_HUMAN_PROMPT` (the reference page's HTML and the dialogue; reply
+briefly, as a person with that design in mind, never handing over markup) through the backend's
+`LLMSimulator` and any ChatBackend; `build_frontend_simulator(SimulatorConfig)` makes the configured
+one: simulator=rule (FrontendRuleSimulator), simulator=http (an OpenAI-compatible endpoint) or
+simulator=engine (a second model on a local or vLLM engine, env/simulators.load_simulator_engine).
+The model reads the reference as HTML text: this is a text LLM, not a VLM. A VLM would be given the
+rendered reference (render.BrowserPool's screenshot) instead; that path is not built.
 """
 
 from __future__ import annotations
@@ -147,7 +156,7 @@ def keyword_reply(reference: str, question: str) -> str:
 
 
 class FrontendRuleSimulator:
-    """The embedded, deterministic simulated person for frontend tasks."""
+    """The embedded, deterministic simulated person for frontend tasks (real and synthetic)."""
 
     def respond(self, tasks: list[FrontendTask], dialogues: list[list]) -> list[str]:
         replies = []
@@ -157,7 +166,54 @@ class FrontendRuleSimulator:
             if draft is not None:
                 diffs = differences(draft, task.ground_truth)
                 reply = " ".join(diffs) if diffs else "That looks like what I want."
+            elif task.synthetic is not None:
+                from sweet_megatron.env.colbench_frontend.synthetic import spec_of, synthetic_reply
+
+                reply = synthetic_reply(spec_of(task), last)
             else:
                 reply = keyword_reply(task.ground_truth, last)
             replies.append(reply[:REPLY_LIMIT])
         return replies
+
+
+# ---------------------------------------------------------------- LLM-backed
+
+FRONTEND_HUMAN_PROMPT = """You are playing a person who is talking with an AI assistant that is building a web page for you. You want this page:
+{problem_description}
+
+You have the finished design in mind: it is exactly the page whose HTML (Tailwind CSS classes) is below. Answer the assistant's questions about colours, layout, the order of the sections, texts and sizes only from this page, in plain words, and say that you don't know when the page does not show it. When the assistant shows you a draft page, say briefly how it differs from the page you have in mind. Never show or dictate HTML or class names.
+
+The page you have in mind (the assistant cannot see it):
+{hidden_information}
+
+The conversation so far:
+{dialogue_history}
+
+Now reply to the assistant's last message in at most two short sentences, as that person, and write nothing else."""
+"""The frontend counterpart of env/simulators.HUMAN_PROMPT: the reference page's HTML as the hidden
+information, the same rules (answer only from it, "don't know" otherwise, brief, a person's voice,
+no markup handed over)."""
+
+
+def build_frontend_simulator(cfg, seed: int = 0):
+    """The frontend simulated person that `cfg` (config.SimulatorConfig) names: rule, http or engine."""
+    from sweet_megatron.env.simulators import (
+        EngineChatBackend,
+        LLMSimulator,
+        OpenAIChatBackend,
+        load_simulator_engine,
+    )
+    from sweet_megatron.rollout.base import SamplingParams
+
+    if cfg.kind == "rule":
+        return FrontendRuleSimulator()
+    if cfg.kind == "http":
+        return LLMSimulator(OpenAIChatBackend(base_url=cfg.url, model=cfg.model, timeout_s=cfg.timeout_s,
+                                              max_attempts=cfg.retries), prompt_template=FRONTEND_HUMAN_PROMPT)
+    if cfg.kind == "engine":
+        engine, tokenizer = load_simulator_engine(cfg, seed)
+        params = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                                stop_token_ids=(tokenizer.eot_id, tokenizer.eos_id), seed=seed)
+        return LLMSimulator(EngineChatBackend(engine, tokenizer, params), prompt_template=FRONTEND_HUMAN_PROMPT,
+                            max_chars=REPLY_LIMIT)
+    raise ValueError(f"simulator.kind={cfg.kind!r}: use rule, http or engine")
