@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     if diff:
         print(f"golden losses differ: {diff}")
         return 1
-    print(f"golden losses match: {len(got)} records within {args.tolerance} "
+    worst = max(abs(g["loss"] - w["loss"]) for g, w in zip(got, want))
+    print(f"golden losses match: {len(got)} records within {args.tolerance}, largest |diff| {worst:.3g} "
           f"(stages {', '.join(dict.fromkeys(r['stage'] for r in got))})")
     return 0
 

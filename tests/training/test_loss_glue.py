@@ -1,5 +1,5 @@
 """The glue between packed rows and the pure losses (training/losses.py), and candidate scoring and
-pairing (training/episodes.py, SweetTrainer.score_actions), against values computed by hand in
+pairing (training/episodes.py, stages/critic.py score_actions), against values computed by hand in
 float64 from the sequences' own token ids (never from the packed rows).
 
 The "model" here is a fixed per-token log-prob table: the log-prob a row gives a position is the
@@ -198,12 +198,13 @@ class _TableModel:
 
 
 def test_candidates_are_scored_critic_minus_reference_with_the_reference_solution():
-    from sweet_megatron.training.trainer import SweetTrainer
+    from sweet_megatron.training.stages.context import StageContext
+    from sweet_megatron.training.stages.critic import score_actions
 
     tok = ByteTokenizer()
     task = load_tasks(SAMPLE, limit=1)[0]
     cfg = load_config(["sweet.critic_beta=0.5"])
-    trainer = object.__new__(SweetTrainer)  # only the scoring glue: no model is built
+    trainer = object.__new__(StageContext)  # only the scoring glue: no model is built
     trainer.cfg, trainer.tok = cfg, tok
     trainer.model_cfg = SimpleNamespace(seq_length=4096)
     trainer.actor = SimpleNamespace(shares_prefixes=True)
@@ -211,7 +212,7 @@ def test_candidates_are_scored_critic_minus_reference_with_the_reference_solutio
     actions = [(0, "What is the input?"), (0, "I WANT TO ANSWER: def f(): return 1")]
     table_c = torch.linspace(-4.0, -0.1, tok.vocab_size, dtype=torch.float64)
     table_r = table_c.flip(0)
-    got = trainer.score_actions(_TableModel(table_c), _TableModel(table_r), states, actions, with_reference=True)
+    got = score_actions(trainer, _TableModel(table_c), _TableModel(table_r), states, actions, with_reference=True)
 
     def hand(text):
         ids = tok.encode(text) + [tok.eot_id]

@@ -14,7 +14,7 @@ from sweet_megatron.env.bytetok import ByteTokenizer
 from sweet_megatron.env.tasks import load_tasks
 from sweet_megatron.training import episodes as ep
 from sweet_megatron.training.metrics import MetricsLogger
-from sweet_megatron.training.trainer import SweetTrainer
+from sweet_megatron.training.stages.context import StageContext
 
 
 def test_warm_start_without_data_is_a_config_error(tmp_path):
@@ -27,7 +27,7 @@ def test_warm_start_without_data_is_a_config_error(tmp_path):
 
 
 def _trainer(tmp_path, seq_length: int, max_tokens: int = 8):
-    trainer = object.__new__(SweetTrainer)  # only the length rule: no model is built
+    trainer = object.__new__(StageContext)  # only the length rule: no model is built
     trainer.cfg = load_config([f"rollout.max_tokens={max_tokens}"])
     trainer.tok = ByteTokenizer()
     trainer.model_cfg = SimpleNamespace(seq_length=seq_length)
@@ -41,7 +41,7 @@ def test_over_long_groups_are_dropped_and_counted(tmp_path):
     trainer = _trainer(tmp_path, seq_length=100)
     short, long = Sequence([1] * 60, [0] * 60), Sequence([1] * 120, [0] * 120)
     groups = [[short], [long], [short, Sequence([1] * 30, [0] * 30)], [short, short]]
-    kept = trainer._fit_groups("critic", groups)
+    kept = trainer.fit_groups("critic", groups)
     assert kept == [groups[0], groups[2]]  # 60 and 90 tokens fit; 120 and 60+60 do not
     assert trainer.state["results"]["dropped_long"] == {"critic": 2}
     trainer.metrics.close()
@@ -54,7 +54,7 @@ def test_turn_states_without_room_for_an_action_are_dropped(tmp_path):
     states = [ep.TurnState(task, [Message("system", "x")]), ep.TurnState(task, [Message("system", "x" * 400)])]
     need = len(ep.candidate_sequence(tok, states[0], "", True).ids)  # the critic's view, reference included
     trainer = _trainer(tmp_path, seq_length=need + 8 + 100, max_tokens=8)
-    assert trainer._fit_states("actor_states", states) == [states[0]]
+    assert trainer.fit_states("actor_states", states) == [states[0]]
     assert trainer.state["results"]["dropped_long"] == {"actor_states": 1}
     trainer2 = _trainer(tmp_path / "b", seq_length=need + 7, max_tokens=8)
-    assert trainer2._fit_states("actor_states", states) == []
+    assert trainer2.fit_states("actor_states", states) == []

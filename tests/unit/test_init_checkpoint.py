@@ -13,7 +13,7 @@ from sweet_megatron.checkpoint.model_io import META_FILE, checkpoint_meta, resol
 from sweet_megatron.config import ConfigError, TokenizerConfig
 from sweet_megatron.model import ModelConfig
 from sweet_megatron.training.episodes import tokenizer_config
-from sweet_megatron.training.trainer import _check_init_matches
+from sweet_megatron.training.stages.context import _check_init_matches
 
 
 def _fake_checkpoint(path: Path, cfg: ModelConfig, tokenizer: dict | None) -> Path:
