@@ -84,6 +84,7 @@ class TrainConfig:
     person's replies), relative to 1 for action tokens (0: actions only). Measured on the demo, it did
     not give a better warm start (docs/environments.md)."""
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, min_lr=2e-4))
+    """The warm start's optimizer (stage=sft)."""
     log_every: int = 50
     """Log metrics every N steps (more often in a stage of fewer than 10N steps: at least 10 points each)."""
     save_every: int = 0
@@ -302,7 +303,8 @@ class SweetConfig:
     rollouts passes every test; scripts/evaluate_code.py there). null: every task with two
     different rewards."""
     critic_steps: int = 30
-    critic_lr: float = 3e-4
+    critic_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3e-4, min_lr=3e-5))
+    """The critics' optimizer (the actor's critic and the credit check's baseline critic)."""
     critic_beta: float = 1.0
     critic_reduction: str = "per_turn_sum"
     """'per_turn_sum' (the paper: sum over turns of per-turn means) or 'pooled_mean' (the reference
@@ -323,7 +325,14 @@ class SweetConfig:
     """Actor pairs need a critic score gap above this many standard deviations of the state's
     candidate scores (0: any strictly better pair, as in the paper)."""
     actor_steps: int = 30
-    actor_lr: float = 5e-5
+    """Optimizer steps of the actor stage and of each baseline (rft, mtdpo)."""
+    actor_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, min_lr=5e-6))
+    """The actor stage's optimizer (per-turn DPO)."""
+    rft_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1.5e-4, min_lr=1.5e-5))
+    """The rejection fine-tuning baseline's optimizer: plain NLL on the actor's own successes
+    tolerates a larger step than DPO (3 times the actor's)."""
+    mtdpo_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-5, min_lr=5e-6))
+    """The multi-turn (trajectory) DPO baseline's optimizer."""
     dpo_beta: float = 0.1
     nll_coef: float = 0.01
 
@@ -405,7 +414,17 @@ def _nested_schema(schema: type, name: str) -> type | None:
     return None
 
 
+RENAMED = {
+    "sweet.critic_lr": "sweet.critic_optim.lr (and sweet.critic_optim.min_lr, once lr / 10)",
+    "sweet.actor_lr": "sweet.actor_optim.lr (and sweet.actor_optim.min_lr, once lr / 10; the baselines have "
+                      "their own sweet.rft_optim and sweet.mtdpo_optim)",
+}
+"""Keys that were replaced, and what replaces them."""
+
+
 def _unknown_key(dotted: str, valid: list[str]) -> ConfigError:
+    if dotted in RENAMED:
+        return ConfigError(f"`{dotted}` is no key any more: set {RENAMED[dotted]}")
     name = dotted.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
     parent = dotted.rsplit(".", 1)[0] + "." if "." in dotted else ""

@@ -25,3 +25,17 @@ def test_yaml_defaults_equal_the_dataclass_defaults():
     assert {"train", "sweet", "task", "rollout", "simulator", "tokenizer"} <= set(groups)
     diffs = [d for g in groups for d in _differences(getattr(cfg, g), type(getattr(cfg, g))(), f"{g}.")]
     assert not diffs, "set the dataclass default to the YAML value (or the YAML to the dataclass'): " + "; ".join(diffs)
+
+
+def test_every_trained_model_has_its_own_optimizer_config():
+    import pytest
+
+    from sweet_megatron.config import ConfigError
+
+    cfg = load_config(["sweet.critic_optim.lr=1e-3"])
+    optims = {"train": cfg.train.optim, "critic": cfg.sweet.critic_optim, "actor": cfg.sweet.actor_optim,
+              "rft": cfg.sweet.rft_optim, "mtdpo": cfg.sweet.mtdpo_optim, "pretrain": cfg.pretrain.optim}
+    assert cfg.sweet.critic_optim.lr == 1e-3 and all(o.lr != 1e-3 for k, o in optims.items() if k != "critic")
+    for old, new in (("sweet.critic_lr", "sweet.critic_optim.lr"), ("sweet.actor_lr", "sweet.actor_optim.lr")):
+        with pytest.raises(ConfigError, match=new.replace(".", r"\.")):
+            load_config([f"{old}=1e-4"])

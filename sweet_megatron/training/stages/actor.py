@@ -6,7 +6,6 @@ with sweet.actor_scorer=oracle) and paired top against bottom by `algorithms.tur
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from sweet_megatron.parallel import is_rank0
 from sweet_megatron.training import episodes as ep
@@ -63,8 +62,7 @@ def train_actor(ctx: StageContext, episodes: list, critic: ModelRunner, critic_r
                      agreement["pairs_oracle_tie"])
     actor_ref = ctx.build_runner("actor_ref", None, 1)
     ctx.copy_weights(ctx.actor, actor_ref)
-    actor = ctx.build_runner("actor_dpo", replace(ctx.cfg.train.optim, lr=sw.actor_lr, min_lr=sw.actor_lr / 10),
-                             sw.actor_steps)
+    actor = ctx.build_runner("actor_dpo", sw.actor_optim, sw.actor_steps)
     ctx.copy_weights(ctx.actor, actor)
     with ctx.timer("actor_ref_logprobs"):
         rows, seqs = ctx.pack_rows(groups, ref=actor_ref, keys=[g for g, _, _ in pair_texts])

@@ -5,7 +5,6 @@ iteration's episodes, each evaluated like the actor (results `rft`, `mtdpo`)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from sweet_megatron.training import episodes as ep
 from sweet_megatron.training.losses import trajectory_dpo_loss_fn
@@ -41,8 +40,7 @@ def rejection_finetune(ctx: StageContext, episodes: list) -> dict:
     if not groups:
         return {"skipped": "every successful episode longer than model.seq_length"}
     rows, _ = ctx.pack_rows(groups)
-    lr = ctx.cfg.sweet.actor_lr * 3  # plain NLL on its own successes tolerates a larger step than DPO
-    runner = ctx.build_runner("rft", replace(ctx.cfg.train.optim, lr=lr, min_lr=lr / 10), ctx.cfg.sweet.actor_steps)
+    runner = ctx.build_runner("rft", ctx.cfg.sweet.rft_optim, ctx.cfg.sweet.actor_steps)
     ctx.copy_weights(ctx.actor, runner)
     ctx.train(runner, "rft", rows, sft_loss, ctx.cfg.sweet.actor_steps, [])
     ctx.actor = runner
@@ -59,8 +57,7 @@ def trajectory_dpo(ctx: StageContext, episodes: list) -> dict:
         return {"skipped": "no pairs"}
     ref = ctx.build_runner("mtdpo_ref", None, 1)
     ctx.copy_weights(ctx.actor, ref)
-    runner = ctx.build_runner("mtdpo", replace(ctx.cfg.train.optim, lr=sw.actor_lr, min_lr=sw.actor_lr / 10),
-                              sw.actor_steps)
+    runner = ctx.build_runner("mtdpo", sw.mtdpo_optim, sw.actor_steps)
     ctx.copy_weights(ctx.actor, runner)
     rows, seqs = ctx.pack_rows(groups, ref=ref)
     ctx.train(runner, "mtdpo", rows, trajectory_dpo_loss_fn(seqs, sw.dpo_beta, sw.nll_coef), sw.actor_steps,

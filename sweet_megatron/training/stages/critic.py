@@ -7,7 +7,6 @@ same for a critic without the reference). `score_actions` is the critic's per-tu
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import torch
 
@@ -65,8 +64,7 @@ def train_critic(ctx: StageContext, episodes: list, with_reference: bool = True)
         log.warning("%s: %s: no pairs, critic and actor skipped this iteration (collect more episodes, or "
                     "warm-start longer)", name, why)
         return None
-    critic = ctx.build_runner(name, replace(ctx.cfg.train.optim, lr=sw.critic_lr, min_lr=sw.critic_lr / 10),
-                              sw.critic_steps)
+    critic = ctx.build_runner(name, sw.critic_optim, sw.critic_steps)
     critic_ref = ctx.build_runner(f"{name}_ref", None, 1)
     ctx.copy_weights(ctx.actor, critic)
     ctx.copy_weights(ctx.actor, critic_ref)
