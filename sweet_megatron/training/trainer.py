@@ -35,6 +35,7 @@ def iterations(ctx: StageContext, last: str) -> None:
             return
         actor.run(ctx, episodes, critics, it)
         del critics
+        ctx.keep.clear()  # the critic is not needed past the actor stage
         with ctx.timer("stage_eval"):
             ctx.state["results"][f"eval_{it}"] = evaluation.evaluate(ctx, f"iter{it}")
         ctx.done(f"actor_{it}")

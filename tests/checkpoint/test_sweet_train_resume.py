@@ -144,3 +144,151 @@ def test_sigkill_and_rerun_equals_uninterrupted(tmp_path):
         same = torch.equal(b[key], v) if isinstance(v, torch.Tensor) else b[key] == v
         assert same, f"{key} differs (killed after {killed_at}, seed {seed})"
     assert "resumed from" in (run_dir / "train.log").read_text()
+
+
+# ---------------------------------------------------------------------------------- stop inside a stage
+# The critic, actor and baseline stages stopped inside their training by the stop file
+# ($SWEET_STOP_FILE, what slurm/train_sweet.sh creates on Slurm's warning signal) exit 75 with a
+# checkpoint, and the rerun resumes inside the stage: no training step is lost or repeated, every
+# logged step equals the uninterrupted run's, and every checkpoint both runs published at a stage
+# end (the final actor, the rft and mtdpo models) is equal bit for bit, optimizer included.
+
+STAGE_STEPS = 6
+STAGE_OVERRIDES = [
+    "train.init_from=null", "train.steps=2", "train.rows_per_step=2", "train.log_every=1", "train.tensorboard=false",
+    "train.progress=false", "train.keep_last=8", "task.num_train=24", "task.num_eval=4", "task.num_demos=8",
+    "tokenizer.vocab_size=512", "tokenizer.number_pieces=false", "model.num_layers=2", "model.hidden_size=64",
+    "model.ffn_hidden_size=128", "model.seq_length=1024", "sweet.critic_min_best_reward=null",
+    f"sweet.critic_steps={STAGE_STEPS}", f"sweet.actor_steps={STAGE_STEPS}", "sweet.rows_per_step=2",
+    "sweet.actor_states=4", "sweet.num_candidates=4", "sweet.pairs_per_turn=2", "sweet.credit_states=4",
+    "sweet.credit_policy_states=2", "rollout.max_tokens=24", "rollout.max_turns=3",
+]
+TRAINED = ("sft", "critic", "critic_noref", "actor", "rft", "mtdpo")
+
+
+def _stage_command(run_dir: Path, stage: str, episodes: Path) -> list[str]:
+    return [*_command(run_dir)[: -len(OVERRIDES)], f"stage={stage}", f"sweet.offline_episodes={episodes}",
+            *STAGE_OVERRIDES]
+
+
+def _stage_run(run_dir: Path, stage: str, episodes: Path, stop_at: str | None = None, timeout: float = 600) -> int:
+    """sweet-train stage=<stage>; with `stop_at`, the stop file appears once that stage logs a step
+    (the run then stops at a later step boundary). Returns the exit status."""
+    stop = run_dir.parent / f"{run_dir.name}.stop"
+    stop.unlink(missing_ok=True)
+    env = _env() | {"SWEET_STOP_FILE": str(stop), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(_stage_command(run_dir, stage, episodes), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if stop_at and not stop.exists() and any(m.get("stage") == stop_at for m in _all_metrics(run_dir)):
+                stop.touch()
+            time.sleep(0.01)
+        if proc.poll() is None:
+            pytest.fail(f"sweet-train stage={stage} did not finish in time")
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode in (0, 75), err[-5000:]
+    return proc.returncode
+
+
+def _all_metrics(run_dir: Path) -> list[dict]:
+    from sweet_megatron.training.metrics import read_jsonl
+
+    return read_jsonl(run_dir / "metrics.jsonl")
+
+
+def _latest_state(run_dir: Path) -> dict:
+    ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+    return json.loads((ckpt / "state.json").read_text())["state"]
+
+
+def _load_plain_many(rank, world_size, paths):
+    import torch.distributed as dist
+    from megatron.core import dist_checkpointing
+
+    dist.init_process_group("gloo")
+    return [dist_checkpointing.load_plain_tensors(p) for p in paths]
+
+
+def _checkpoint_states(ckpts: list[Path]) -> list[dict]:
+    """Every tensor and value of each checkpoint's actor and its optimizer, by dotted key (one worker)."""
+    parts = ("actor", "optimizer/actor")
+    loaded = run_distributed(_load_plain_many, 1, args=([str(c / p) for c in ckpts for p in parts],))[0]
+    return [{f"{part}:{k}": v for part, sd in zip(parts, loaded[2 * i: 2 * i + 2], strict=True)
+             for k, v in _flatten(sd).items()} for i in range(len(ckpts))]
+
+
+def _stage_end_checkpoints(run_dir: Path) -> dict[str, Path]:
+    """The published checkpoints saved at a stage end (no in-stage step in the tag), by tag."""
+    return {p.name: p for p in (run_dir / "checkpoints").iterdir()
+            if p.is_dir() and p.name.startswith("step") and p.name.count("-") == 1}
+
+
+def _same_run(ref_dir: Path, run_dir: Path, context: str) -> None:
+    strip = ("time", "attempt")
+    ref, got = _all_metrics(ref_dir), _all_metrics(run_dir)
+    for stage in TRAINED:  # each training step logged once, equal to the uninterrupted run's
+        want = [{k: v for k, v in m.items() if k not in strip} for m in ref if m["stage"] == stage]
+        have = [{k: v for k, v in m.items() if k not in strip} for m in got if m["stage"] == stage]
+        assert have == want, f"{stage} steps differ ({context})"
+    for stage in ("eval", "collect", "credit", "actor_pairs"):  # recomputed after the resume: the same values
+        want = {json.dumps({k: v for k, v in m.items() if k not in strip}, sort_keys=True) for m in ref
+                if m["stage"] == stage}
+        have = {json.dumps({k: v for k, v in m.items() if k not in strip}, sort_keys=True) for m in got
+                if m["stage"] == stage}
+        assert have == want, f"{stage} records differ ({context})"
+    a, b = _stage_end_checkpoints(ref_dir), _stage_end_checkpoints(run_dir)
+    assert set(b) >= set(a) and a, (sorted(a), sorted(b))
+    tags = sorted(a)
+    states = _checkpoint_states([a[t] for t in tags] + [b[t] for t in tags])
+    for tag, x, y in zip(tags, states[: len(tags)], states[len(tags):], strict=True):
+        assert x.keys() == y.keys() and sum(isinstance(v, torch.Tensor) for v in x.values()) > 20
+        for key, v in x.items():
+            same = torch.equal(y[key], v) if isinstance(v, torch.Tensor) else y[key] == v
+            assert same, f"{tag} {key} differs ({context})"
+
+
+@pytest.fixture(scope="module")
+def stage_runs(tmp_path_factory):
+    """Scripted offline episodes and the uninterrupted reference: stage=all, then stage=baselines
+    (a copy of the directory between the two is where the baseline case starts)."""
+    import shutil
+
+    from tests.golden.compare import offline_episodes
+
+    root = tmp_path_factory.mktemp("stage_resume")
+    episodes = offline_episodes(root / "episodes.jsonl")
+    ref = root / "ref"
+    assert _stage_run(ref, "all", episodes) == 0
+    shutil.copytree(ref, root / "after_all", symlinks=True)
+    assert _stage_run(ref, "baselines", episodes) == 0
+    return root, episodes, ref
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["critic", "actor", "rft"])
+def test_stop_inside_a_stage_and_rerun_equals_uninterrupted(stage_runs, stage):
+    import shutil
+
+    root, episodes, ref = stage_runs
+    run_dir = root / f"stopped_{stage}"
+    command = "baselines" if stage == "rft" else "all"
+    if command == "baselines":
+        shutil.copytree(root / "after_all", run_dir, symlinks=True)
+    assert _stage_run(run_dir, command, episodes, stop_at=stage) == 75
+    in_stage = _latest_state(run_dir)["in_stage"]
+    key = {"critic": "critic_0", "actor": "actor_dpo_0", "rft": "rft"}[stage]
+    assert in_stage["key"] == key and 1 <= in_stage["step"] <= STAGE_STEPS, in_stage
+    assert _stage_run(run_dir, command, episodes) == 0
+    if command == "all":
+        assert _stage_run(run_dir, "baselines", episodes) == 0
+    log = (run_dir / "train.log").read_text()
+    assert f"{key}: resumed inside the stage at step {in_stage['step'] + 1}" in log
+    if stage == "actor":  # the critic trained before the stop is read back, not trained again
+        assert "critic: trained before the stop, read back" in log
+    _same_run(ref, run_dir, f"stopped in {key} after step {in_stage['step']}")

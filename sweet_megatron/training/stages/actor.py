@@ -25,7 +25,9 @@ def run(ctx: StageContext, episodes: list, critics: Critics | None, it: int) -> 
 
 
 def train_actor(ctx: StageContext, episodes: list, critic: ModelRunner, critic_ref: ModelRunner, it: int) -> dict:
-    """Per-turn DPO from critic-ranked candidates; reference = the actor before this stage."""
+    """Per-turn DPO from critic-ranked candidates; reference = the actor before this stage. After a
+    stop inside the DPO steps, the resumed run samples and scores the same candidates again (the
+    same actor, critic and seeds) and goes on from the checkpoint's runner (resume key `actor_dpo_<it>`)."""
     sw = ctx.cfg.sweet
     states = ctx.fit_states("actor_states", ep.sample_states(episodes, ctx.tasks_by_id, sw.actor_states,
                                                              seed=ctx.cfg.seed + it))
@@ -67,7 +69,8 @@ def train_actor(ctx: StageContext, episodes: list, critic: ModelRunner, critic_r
     with ctx.timer("actor_ref_logprobs"):
         rows, seqs = ctx.pack_rows(groups, ref=actor_ref, keys=[g for g, _, _ in pair_texts])
     last = ctx.train(actor, "actor", rows, actor_dpo_loss_fn(seqs, sw.dpo_beta, sw.nll_coef), sw.actor_steps,
-                     ["accuracy", "reward_margin", "nll_loss"], rows_per_step=ctx.rows_per_step("actor", groups, rows))
+                     ["accuracy", "reward_margin", "nll_loss"], rows_per_step=ctx.rows_per_step("actor", groups, rows),
+                     resume_key=f"actor_dpo_{it}")
     actor.step += ctx.actor.step
     ctx.actor = actor
     return {"pairs": len(groups), "distinct_candidates": distinct, **agreement,

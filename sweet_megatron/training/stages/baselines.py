@@ -1,6 +1,7 @@
 """stage=baselines: rejection fine-tuning (SFT on the successful episodes) and multi-turn DPO
 (trajectory-level pairs, no training-time information), each from the SFT warm start, on the first
-iteration's episodes, each evaluated like the actor (results `rft`, `mtdpo`)."""
+iteration's episodes, each evaluated like the actor (results `rft`, `mtdpo`). Each resumes inside
+its training after a stop (resume keys `rft`, `mtdpo`)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def rejection_finetune(ctx: StageContext, episodes: list) -> dict:
     rows, _ = ctx.pack_rows(groups)
     runner = ctx.build_runner("rft", ctx.cfg.sweet.rft_optim, ctx.cfg.sweet.actor_steps)
     ctx.copy_weights(ctx.actor, runner)
-    ctx.train(runner, "rft", rows, sft_loss, ctx.cfg.sweet.actor_steps, [])
+    ctx.train(runner, "rft", rows, sft_loss, ctx.cfg.sweet.actor_steps, [], resume_key="rft")
     ctx.actor = runner
     return {"episodes": len(good)}
 
@@ -61,6 +62,7 @@ def trajectory_dpo(ctx: StageContext, episodes: list) -> dict:
     ctx.copy_weights(ctx.actor, runner)
     rows, seqs = ctx.pack_rows(groups, ref=ref)
     ctx.train(runner, "mtdpo", rows, trajectory_dpo_loss_fn(seqs, sw.dpo_beta, sw.nll_coef), sw.actor_steps,
-              ["accuracy", "reward_margin", "nll_loss"], rows_per_step=ctx.rows_per_step("mtdpo", groups, rows))
+              ["accuracy", "reward_margin", "nll_loss"], rows_per_step=ctx.rows_per_step("mtdpo", groups, rows),
+              resume_key="mtdpo")
     ctx.actor = runner
     return {"pairs": len(groups)}

@@ -157,6 +157,8 @@ class StageContext:
                                       tokenizer=self.tok_source)
         self.state: dict = {"completed": [], "results": {}, "sft_step": 0, "pretrain_step": 0}
         latest = self.ckpt.latest() if cfg.resume else None
+        self.resume_from = latest
+        """The checkpoint this run resumed from: a stage stopped inside reads its runners back from it."""
         if latest is not None:
             self.state = self.ckpt.load(latest, {"actor": self.actor})
             if is_rank0():
@@ -165,6 +167,9 @@ class StageContext:
 
         self.loaded_episodes: dict[int, list] = {}  # iteration -> episodes read from a file (stages/collect.py)
         self.policy_credit: tuple | None = None  # (iteration, held-out states and candidates) (stages/critic.py)
+        self.keep: dict[str, ModelRunner] = {}
+        """Runners a later stage of the iteration needs (the trained critic, for the actor stage): every
+        checkpoint holds them, so a run stopped after they were trained resumes without retraining them."""
 
     # ------------------------------------------------------------------------------------ plumbing
     def release_engine(self) -> None:
@@ -210,9 +215,19 @@ class StageContext:
             )
             self.metrics.log("sync", self.actor.step, {"probe_logprob_gap": gap})
 
-    def save(self, runners: dict[str, ModelRunner]) -> None:
+    def save(self, runners: dict[str, ModelRunner] | None = None) -> None:
+        """A checkpoint of the actor, the kept runners (`keep`) and `runners`, with the run's state."""
+        tag = f"step{self.actor.step:06d}-{len(self.state['completed'])}"
+        if "in_stage" in self.state:  # inside a stage: its key and step
+            tag += f"-{self.state['in_stage']['key']}.{self.state['in_stage']['step']}"
         with self.timer("checkpoint"):
-            self.ckpt.save(f"step{self.actor.step:06d}-{len(self.state['completed'])}", runners, self.state)
+            self.ckpt.save(tag, {"actor": self.actor, **self.keep, **(runners or {})}, self.state)
+
+    def restore(self, runners: dict[str, ModelRunner]) -> None:
+        """Load `runners` (by checkpoint name) from the checkpoint this run resumed from."""
+        if self.resume_from is None:
+            raise RuntimeError(f"no checkpoint to restore {sorted(runners)} from (the run did not resume)")
+        self.ckpt.load(self.resume_from, runners)
 
     def record_step(self, key: str, step: int, total: int) -> None:
         """A stage's progress, kept in the run's state for resume (`key`, e.g. 'sft_step'), with a
@@ -220,13 +235,13 @@ class StageContext:
         self.state[key] = step
         every = self.cfg.train.save_every
         if every and step % every == 0 and step < total:
-            self.save({"actor": self.actor})
+            self.save()
 
     def done(self, key: str, result: dict | None = None) -> None:
         self.state["completed"].append(key)
         if result is not None:
             self.state["results"][key] = result
-        self.save({"actor": self.actor})
+        self.save()
         if self.stop.agreed():
             raise Preempted(key, 0)
 
@@ -304,12 +319,25 @@ class StageContext:
         return shared
 
     def train(self, runner: ModelRunner, stage: str, rows: list[PackedRow], loss_fn, steps: int, keys: list[str],
-               start: int = 0, on_step=None, rows_per_step: int | None = None) -> dict[str, float]:
+              start: int = 0, on_step=None, rows_per_step: int | None = None,
+              resume_key: str | None = None) -> dict[str, float]:
         """`steps` optimizer steps over shuffled rows, `rows_per_step` each (default
-        sweet.rows_per_step, the pair stages' batch); returns the last metrics."""
+        sweet.rows_per_step, the pair stages' batch); returns the last metrics.
+
+        Resuming inside the stage, two ways. The warm start and pretraining train the actor itself and
+        record their step through `on_step` (state["sft_step"], ["pretrain_step"]). The other stages
+        train a runner of their own and pass `resume_key` (unique in the run, e.g. 'critic_0'): on a
+        stop request, and every train.save_every steps, the checkpoint holds that runner (as
+        'in_stage': weights, optimizer, LR schedule, step) and state["in_stage"] = {key, step, last
+        metrics}; a run resumed from it rebuilds the stage's inputs as before (they are determined by
+        the checkpoint's actor, the run directory and the seeds), loads the runner and goes on at the
+        next step. The batches are a function of the step (`ep.step_rows`), so no step is lost or
+        repeated."""
         self.release_engine()
-        task = self.progress.task(stage, steps - start)
         last: dict[str, float] = {}
+        if resume_key is not None:
+            start, last = self._resume_in_stage(resume_key, runner)
+        task = self.progress.task(stage, steps - start)
         per_step = rows_per_step or self.cfg.sweet.rows_per_step
         # at least 10 points a stage: the short critic and actor stages draw a curve too
         log_every = max(1, min(self.cfg.train.log_every, steps // 10))
@@ -323,16 +351,40 @@ class StageContext:
             if (step + 1) % log_every == 0 or step + 1 == steps:
                 self.metrics.log(stage, step + 1, last)
             self.progress.advance(task, f"loss {last['loss']:.4f}")
+            every = self.cfg.train.save_every
             if on_step is not None:
                 on_step(step + 1)
+            elif resume_key is not None and every and (step + 1) % every == 0 and step + 1 < steps:
+                self._save_in_stage(resume_key, step + 1, runner, last)
             if self.stop.agreed():
-                # A stage that records its step (`on_step`: sft, pretrain) resumes at the next one from
-                # this checkpoint; the others restart from the checkpoint at their beginning.
+                # the next run resumes at the next step from this checkpoint (a stage with neither
+                # on_step nor resume_key restarts from the checkpoint at its beginning)
                 if on_step is not None:
-                    self.save({"actor": self.actor})
+                    self.save()
+                elif resume_key is not None:
+                    self._save_in_stage(resume_key, step + 1, runner, last)
                 raise Preempted(stage, step + 1)
+        if resume_key is not None:
+            self.state.pop("in_stage", None)
         runner.offload()  # done training for now: grads and optimizer state leave the device
         return last
+
+    def _save_in_stage(self, key: str, step: int, runner: ModelRunner, last: dict[str, float]) -> None:
+        self.state["in_stage"] = {"key": key, "step": step, "last": last}
+        self.save({"in_stage": runner})
+
+    def _resume_in_stage(self, key: str, runner: ModelRunner) -> tuple[int, dict[str, float]]:
+        """(first step, last metrics) of stage `key`: (0, {}), or where a stopped run left it."""
+        record = self.state.get("in_stage")
+        if record is None or record["key"] != key:
+            return 0, {}
+        self.restore({"in_stage": runner})
+        if runner.step != record["step"]:
+            raise RuntimeError(f"{self.resume_from}: {key} was saved at step {record['step']}, its runner at "
+                               f"step {runner.step}")
+        if is_rank0():
+            log.info("%s: resumed inside the stage at step %d", key, record["step"] + 1)
+        return record["step"], record["last"]
 
     def close(self) -> None:
         self.progress.close()

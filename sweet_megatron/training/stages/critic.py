@@ -25,22 +25,50 @@ Critics = tuple[ModelRunner, ModelRunner]
 
 def run(ctx: StageContext, episodes: list, it: int) -> Critics | None:
     """The actor's critic of iteration `it` (None without trajectory pairs), credit-checked when
-    sweet.credit_check (results `credit_<it>`)."""
+    sweet.credit_check (results `credit_<it>`), and with sweet.credit_baseline the critic without
+    the reference, trained and checked the same way.
+
+    Each critic resumes inside its training after a stop (resume keys `critic_<it>`,
+    `critic_noref_<it>`); once trained and checked it is marked completed, and the actor's critic is
+    kept in every checkpoint (`ctx.keep`) until the iteration ends, so a run stopped later in the
+    iteration reads it back instead of training it again."""
     sw = ctx.cfg.sweet
+    completed, results = ctx.state["completed"], ctx.state["results"]
+    name = "critic" if sw.critic_reference else "critic_noref"
     with ctx.timer("stage_critic"):
-        critics = train_critic(ctx, episodes, with_reference=sw.critic_reference)
-        if critics is not None and sw.credit_check:
-            results = ctx.state["results"]
-            key = "with_reference" if sw.critic_reference else "without_reference"
-            results[f"credit_{it}"] = {key: credit_check(ctx, *critics, sw.critic_reference, it)}
-            if sw.credit_baseline:
-                noref = train_critic(ctx, episodes, with_reference=False)
-                results[f"credit_{it}"]["without_reference"] = credit_check(ctx, *noref, False, it)
-                del noref
+        if f"critic_{it}" in completed:  # trained before a stop: its weights are in the checkpoint
+            critics = _restore(ctx, name)
+        else:
+            critics = train_critic(ctx, episodes, with_reference=sw.critic_reference, resume_key=f"critic_{it}")
+            if critics is None:
+                return None
+            if sw.credit_check:
+                key = "with_reference" if sw.critic_reference else "without_reference"
+                results[f"credit_{it}"] = {key: credit_check(ctx, *critics, sw.critic_reference, it)}
+            completed.append(f"critic_{it}")
+        ctx.keep[name] = critics[0]
+        if sw.credit_check and sw.credit_baseline and f"critic_noref_{it}" not in completed:
+            noref = train_critic(ctx, episodes, with_reference=False, resume_key=f"critic_noref_{it}")
+            results[f"credit_{it}"]["without_reference"] = credit_check(ctx, *noref, False, it)
+            completed.append(f"critic_noref_{it}")
+            del noref
     return critics
 
 
-def train_critic(ctx: StageContext, episodes: list, with_reference: bool = True) -> Critics | None:
+def _restore(ctx: StageContext, name: str) -> Critics:
+    """The trained critic `name` from the checkpoint (frozen: only its scores are needed now) and its
+    reference, the actor it started from."""
+    critic = ctx.build_runner(name, None, 1)
+    ctx.restore({name: critic})
+    critic_ref = ctx.build_runner(f"{name}_ref", None, 1)
+    ctx.copy_weights(ctx.actor, critic_ref)
+    if is_rank0():
+        log.info("%s: trained before the stop, read back from %s", name, ctx.resume_from)
+    return critic, critic_ref
+
+
+def train_critic(ctx: StageContext, episodes: list, with_reference: bool = True,
+                 resume_key: str | None = None) -> Critics | None:
     """Asymmetric critic initialised from the actor; BT loss on same-task trajectory pairs.
 
     None when no task has two episodes with different rewards (nothing to compare)."""
@@ -71,7 +99,8 @@ def train_critic(ctx: StageContext, episodes: list, with_reference: bool = True)
     with ctx.timer(f"{name}_ref_logprobs"):
         rows, flat = ctx.pack_rows(groups, ref=critic_ref)
     last = ctx.train(critic, name, rows, critic_loss_fn(flat, sw.critic_beta, sw.critic_reduction),
-                     sw.critic_steps, ["accuracy", "margin"], rows_per_step=ctx.rows_per_step(name, groups, rows))
+                     sw.critic_steps, ["accuracy", "margin"], rows_per_step=ctx.rows_per_step(name, groups, rows),
+                     resume_key=resume_key)
     if is_rank0():
         log.info("%s: %d pairs, final BT loss %.4f, pair accuracy %.3f", name, len(groups), last["loss"],
                  last["accuracy"])
