@@ -87,6 +87,8 @@ class SweetTrainer:
 
         # Tasks: training and held-out splits.
         with self.timer("tasks"):
+            self.env = ep.environment(cfg.task)  # what depends on the kind of task (env/base.py)
+            ep.require_training(self.env, cfg.stage)
             self.val_tasks: list = []
             self.train_tasks, self.eval_tasks = ep.load_task_splits(cfg.task, self.val_tasks)
             if not cfg.task.eval_file:
@@ -106,7 +108,7 @@ class SweetTrainer:
             if not resolve_builtin(cfg.sweet.offline_episodes).is_file():
                 raise ConfigError(f"sweet.offline_episodes={cfg.sweet.offline_episodes}: no such file "
                                   f"({Path(cfg.sweet.offline_episodes).resolve()})")
-        if cfg.sweet.actor_scorer == "oracle" and not all(t.synthetic for t in self.train_tasks):
+        if cfg.sweet.actor_scorer == "oracle" and not ep.has_oracle(self.env, self.train_tasks, every=True):
             from sweet_megatron.config import ConfigError
 
             raise ConfigError("sweet.actor_scorer=oracle needs synthetic training tasks (the oracle values only "
@@ -118,7 +120,7 @@ class SweetTrainer:
         init_from = resolve_checkpoint(cfg.train.init_from) if cfg.train.init_from and cfg.stage != "pretrain" else None
         tok_cfg = ep.tokenizer_config(cfg.tokenizer, init_from)
         with self.timer("tokenizer"):
-            self.tok = ep.build_tokenizer(tok_cfg, self.run_dir, self.train_tasks)
+            self.tok = ep.build_tokenizer(tok_cfg, self.run_dir, self.train_tasks, self.env)
         self.model_cfg = cfg.model if cfg.model.vocab_size else cfg.model.with_vocab(self.tok.vocab_size)
         if self.model_cfg.vocab_size < self.tok.vocab_size:
             raise ValueError(f"model.vocab_size={self.model_cfg.vocab_size} < tokenizer size {self.tok.vocab_size}")
@@ -154,7 +156,7 @@ class SweetTrainer:
         group = max(cfg.rollout.vllm_tensor_parallel, 1) if cfg.rollout.engine == "vllm" else 1
         self.engine = build_engine(cfg.rollout, self.model_cfg,
                                       seed=engine_seed(cfg.seed, parallel.rank(), parallel.world_size(), group))
-        self.simulator = ep.build_simulator(cfg.simulator)
+        self.simulator = ep.build_simulator(cfg.simulator, self.env)
         self.probe = ep.text_probe(self.tok, self.eval_tasks)
         # Checkpoints and the run's state (completed stages and their results).
         from sweet_megatron.checkpoint.dist_ckpt import CheckpointManager
@@ -348,12 +350,10 @@ class SweetTrainer:
         with every detail stated and their code (no dialogue, no questions). Saved to
         `<run_dir>/base_model` for `train.init_from`; greedy code-writing accuracy on held-out
         specifications is logged as it trains."""
-        from sweet_megatron.env.synthetic import base_documents
-
         pc = self.cfg.pretrain
         with self.timer("base_documents"):
-            rows, _ = self._rows([[s] for s in ep.base_corpus(self.tok, pc.num_documents, pc.seed)])
-        held = base_documents(pc.eval_documents, pc.seed, split="heldout")
+            rows, _ = self._rows([[s] for s in ep.base_corpus(self.env, self.tok, pc.num_documents, pc.seed)])
+        held = ep.base_documents(self.env, pc.eval_documents, pc.seed, split="heldout")
         if is_rank0():
             log.info("pretrain: %d documents packed into %d rows, %d steps of %d rows", pc.num_documents, len(rows),
                      pc.steps, pc.rows_per_step)
@@ -385,13 +385,11 @@ class SweetTrainer:
 
     def _code_accuracy(self, docs: list) -> float:
         """Fraction of (task, text, code) documents whose greedy code from the text passes every test."""
-        from sweet_megatron.env.synthetic import answer_is_correct
-
         self._sync_engine()
         prompts = [ep.base_sequence(self.tok, text) for _, text, _ in docs]
         gens = self.engine.generate(prompts, ep.sampling(self.cfg.rollout, self.tok, greedy=True))
         codes = [self.tok.decode(g[0].token_ids) for g in gens]
-        return sum(answer_is_correct(t, c) for (t, _, _), c in zip(docs, codes, strict=True)) / max(len(docs), 1)
+        return sum(self.env.base_corpus.is_correct(t, c) for (t, _, _), c in zip(docs, codes, strict=True)) / max(len(docs), 1)
 
     def _sft_demos(self) -> list:
         """The warm start's episodes: task.num_demos noisy scripted demonstrations, or, with
@@ -400,7 +398,7 @@ class SweetTrainer:
         from sweet_megatron.config import ConfigError
 
         if self.cfg.task.num_demos > 0:
-            return ep.scripted_demos(self.cfg.task, self.train_tasks, self.simulator, self.tok,
+            return ep.scripted_demos(self.env, self.cfg.task, self.train_tasks, self.simulator, self.tok,
                                      self.cfg.rollout.max_turns)
         if not self.cfg.sweet.offline_episodes:
             raise ConfigError("sft: task.num_demos=0 and no sweet.offline_episodes, so the warm start has no data; "
@@ -447,12 +445,12 @@ class SweetTrainer:
         self._sync_engine()
         with self.timer("eval_rollout"):
             episodes = ep.rollout(self.engine, self.tok, self.eval_tasks, self.simulator, self.cfg.rollout,
-                                  greedy=True, seed=self.cfg.seed)
+                                  greedy=True, seed=self.cfg.seed, env=self.env)
         result = ep.summarize(episodes)
         if self.val_tasks:  # task.val_size tasks carved from task.train_file, next to the held-out set
             with self.timer("eval_rollout"):
                 val = ep.summarize(ep.rollout(self.engine, self.tok, self.val_tasks, self.simulator, self.cfg.rollout,
-                                              greedy=True, seed=self.cfg.seed))
+                                              greedy=True, seed=self.cfg.seed, env=self.env))
             result |= {f"val_{k}": v for k, v in val.items()}
         self.metrics.log("eval", self.actor.step, {f"{key}/{k}": v for k, v in result.items()})
         if is_rank0():
@@ -467,7 +465,7 @@ class SweetTrainer:
                                 seed=self.cfg.seed + it)
         with self.timer("collect_rollout"):
             episodes = ep.rollout(self.engine, self.tok, tasks, self.simulator, self.cfg.rollout, greedy=False,
-                                  seed=self.cfg.seed * 1000 + it)
+                                  seed=self.cfg.seed * 1000 + it, env=self.env)
         ep.save_episodes(self.run_dir / f"episodes_iter{it}.jsonl", episodes, self.tasks_by_id)
         result = ep.summarize(episodes)
         self.metrics.log("collect", it, result)
@@ -543,7 +541,7 @@ class SweetTrainer:
             candidates = ep.candidates(self.engine, self.tok, states, sw.num_candidates, self.cfg.rollout,
                                        seed=self.cfg.seed + 7 * it)
         with self.timer("actor_scoring"):
-            scores = (ep.oracle_scores(states, candidates) if sw.actor_scorer == "oracle" else
+            scores = (ep.oracle_scores(self.env, states, candidates) if sw.actor_scorer == "oracle" else
                       self.score_candidates(critic, critic_ref, states, candidates, sw.critic_reference))
         distinct = len(ep.distinct_actions(candidates)[0]) / max(len(candidates), 1)
         if is_rank0():
@@ -558,7 +556,7 @@ class SweetTrainer:
         if not groups:
             log.warning("actor: every candidate scored the same: no pairs, actor unchanged this iteration")
             return {"skipped": "no candidate pairs"}
-        agreement = ep.pair_oracle_agreement(states, pair_texts) or {}
+        agreement = ep.pair_oracle_agreement(self.env, states, pair_texts) or {}
         if agreement:
             self.metrics.log("actor_pairs", it, agreement)
             if is_rank0():
@@ -585,20 +583,20 @@ class SweetTrainer:
         scripted agent's turn states (`ep.oracle_candidates`), and the actor's own sampled actions at
         the states of its own held-out episodes (`ep.policy_candidates`; keys prefixed `policy_`)."""
         sw = self.cfg.sweet
-        if not any(t.synthetic for t in self.eval_tasks):
+        if not ep.has_oracle(self.env, self.eval_tasks):
             if is_rank0():
                 log.warning("credit check skipped: no held-out task is synthetic, so no oracle values its actions "
                             "(sweet.credit_check=false turns this off)")
             return {}
-        states, candidates, oracle = ep.oracle_candidates(self.eval_tasks, self.simulator, self.tok,
+        states, candidates, oracle = ep.oracle_candidates(self.env, self.eval_tasks, self.simulator, self.tok,
                                                           self.cfg.rollout.max_turns, sw.credit_states)
         actions = [(g, c) for g, row in enumerate(candidates) for c in row]
-        result = ep.credit_accuracy(self.score_actions(critic, critic_ref, states, actions, with_reference),
+        result = ep.credit_accuracy(self.env, self.score_actions(critic, critic_ref, states, actions, with_reference),
                                     states, actions, oracle)
         if sw.credit_policy_states:
             states, candidates, oracle = self._policy_credit_set(it)
             actions = [(g, c) for g, row in enumerate(candidates) for c in row]
-            policy = ep.credit_accuracy(self.score_actions(critic, critic_ref, states, actions, with_reference),
+            policy = ep.credit_accuracy(self.env, self.score_actions(critic, critic_ref, states, actions, with_reference),
                                         states, actions, oracle)
             result |= {f"policy_{k}": v for k, v in policy.items()}
         name = "critic" if with_reference else "critic_noref"
@@ -623,7 +621,7 @@ class SweetTrainer:
             self._sync_engine()
             with self.timer("credit_policy_candidates"):
                 sw = self.cfg.sweet
-                cache = (it, ep.policy_candidates(self.engine, self.tok, self.eval_tasks, self.simulator,
+                cache = (it, ep.policy_candidates(self.env, self.engine, self.tok, self.eval_tasks, self.simulator,
                                                   self.cfg.rollout, sw.credit_policy_states, sw.num_candidates,
                                                   seed=self.cfg.seed * 1000 + 500 + it))
             self._policy_credit = cache
@@ -724,7 +722,8 @@ class SweetTrainer:
             return cache[it]
         path = resolve_builtin(offline) if offline and it == 0 else self.run_dir / f"episodes_iter{it}.jsonl"
         if path.exists():
-            episodes, tasks = ep.load_episodes(path, max_turns=self.cfg.rollout.max_turns)
+            episodes, tasks = ep.load_episodes(path, max_turns=self.cfg.rollout.max_turns,
+                                               protocol=self.env.protocol)
             self.tasks_by_id.update(tasks)
             if is_rank0():
                 log.info("loaded %d episodes of %d tasks from %s (success %.3f)", len(episodes), len(tasks), path,

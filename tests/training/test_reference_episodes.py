@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 
 from sweet_megatron.env.bytetok import ByteTokenizer
-from sweet_megatron.env.episode import COLBENCH_SYSTEM_PROMPT, MAX_TURNS
-from sweet_megatron.env.tasks import load_tasks
+from sweet_megatron.env.colbench_backend.environment import SYSTEM_PROMPT as COLBENCH_SYSTEM_PROMPT
+from sweet_megatron.env.colbench_backend.tasks import load_tasks
+from sweet_megatron.env.episode import MAX_TURNS
 from sweet_megatron.training.episodes import load_episodes, save_episodes, trajectory_pair_groups
 
 SAMPLE = "builtin:colbench/backend_test_0-199.jsonl"

@@ -6,18 +6,19 @@ import json
 
 import pytest
 
-from sweet_megatron.env.agents import ScriptedAgent
 from sweet_megatron.env.bytetok import ByteTokenizer
 from sweet_megatron.env.episode import run_episodes
-from sweet_megatron.env.simulators import RuleBasedSimulator
-from sweet_megatron.env.synthetic import ScriptPolicy, generate_tasks
+from sweet_megatron.env.synthetic.demos import ScriptedAgent
+from sweet_megatron.env.synthetic.family import ScriptPolicy, generate_tasks
+from sweet_megatron.env.synthetic.protocol import PROTOCOL
+from sweet_megatron.env.synthetic.simulator import SyntheticSimulator
 from sweet_megatron.training.episodes import EpisodeFormatError, load_episodes, save_episodes
 
 
 def test_round_trip_keeps_dialogue_reward_and_task(tmp_path):
     tasks = generate_tasks(3, seed=4, split="train", difficulty=(2, 2))
     episodes = run_episodes(ScriptedAgent(ByteTokenizer(), ScriptPolicy(ask_prob=1.0), tasks), tasks,
-                            RuleBasedSimulator(), max_turns=10)
+                            SyntheticSimulator(), max_turns=10, protocol=PROTOCOL)
     path = tmp_path / "episodes.jsonl"
     save_episodes(path, episodes, {t.task_id: t for t in tasks})
     loaded, by_id = load_episodes(path)
