@@ -108,7 +108,7 @@ class TrainConfig:
 class PretrainConfig:
     """`stage=pretrain`: a base model for the synthetic family, from scratch (what a pretrained Llama
     is for real tasks). Language modelling of task specifications with every detail stated,
-    followed by their code (env.synthetic.base_document): the base learns to write code from stated
+    followed by their code (env.synthetic.family.base_document): the base learns to write code from stated
     facts, and nothing about dialogues or questions. The result, `<run_dir>/base_model`, is what
     `train.init_from` starts the warm start from; the embedded default ships one
     (sweet_megatron/assets/base-small, made by `examples/make_base_model.sh`)."""
