@@ -389,7 +389,8 @@ class SweetTrainer:
         prompts = [ep.base_sequence(self.tok, text) for _, text, _ in docs]
         gens = self.engine.generate(prompts, ep.sampling(self.cfg.rollout, self.tok, greedy=True))
         codes = [self.tok.decode(g[0].token_ids) for g in gens]
-        return sum(self.env.base_corpus.is_correct(t, c) for (t, _, _), c in zip(docs, codes, strict=True)) / max(len(docs), 1)
+        correct = self.env.base_corpus.is_correct
+        return sum(correct(t, c) for (t, _, _), c in zip(docs, codes, strict=True)) / max(len(docs), 1)
 
     def _sft_demos(self) -> list:
         """The warm start's episodes: task.num_demos noisy scripted demonstrations, or, with

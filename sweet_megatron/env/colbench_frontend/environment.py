@@ -57,18 +57,19 @@ class FrontendRewarder:
 
 
 class FrontendEvaluator:
-    """The episode loop's evaluator: a FrontendRewarder on a BrowserPool started at the first call
-    (RenderUnavailable names what is missing: Chromium, Playwright, the Tailwind stylesheet).
-    Score.reward is the page similarity; success means an exact match (similarity 1)."""
+    """The episode loop's evaluator: a FrontendRewarder on `pool`, or on a BrowserPool started at the
+    first call (RenderUnavailable names what is missing: Chromium, Playwright, the Tailwind stylesheet).
+    Score.reward is the page similarity; success means an exact match (similarity 1 up to float
+    rounding: the colour term of identical renders sums to 1 - 6e-16)."""
 
-    def __init__(self, config: RenderConfig | None = None):
+    def __init__(self, config: RenderConfig | None = None, pool: BrowserPool | None = None):
         self.config = config
-        self._rewarder: FrontendRewarder | None = None
+        self._rewarder: FrontendRewarder | None = None if pool is None else FrontendRewarder(pool)
 
     def __call__(self, tasks: list[FrontendTask], answers: list[str | None]) -> list[Score]:
         if self._rewarder is None:
             self._rewarder = FrontendRewarder(BrowserPool(self.config))
-        return [Score(s.score, s.score >= 1.0, [], s.as_dict()) for s in self._rewarder.score_details(tasks, answers)]
+        return [Score(s.score, s.score >= 1.0 - 1e-9, [], s.as_dict()) for s in self._rewarder.score_details(tasks, answers)]
 
     def close(self) -> None:
         if self._rewarder is not None:
