@@ -18,7 +18,7 @@ registered by name in env/registry.py; `task.source` (the `task=` config group) 
   `missing_for_training` saying what is missing.
 
 `require(name)` returns a capability or raises MissingCapability naming the environment, the
-capability and what to do instead. This module imports nothing of the project at module level, so
+capability and what to do instead. This module imports nothing of the project, so
 that the task loaders and the sandbox stay free of torch.
 """
 
