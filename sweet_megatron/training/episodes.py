@@ -485,8 +485,8 @@ def content_task_id(task_record: dict) -> str:
     return "task-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-def load_episodes(path: str | Path, scorer=None, max_turns: int | None = None,
-                  protocol: AnswerProtocol | None = None) -> tuple[list, dict]:
+def load_episodes(path: str | Path, protocol: AnswerProtocol, scorer=None,
+                  max_turns: int | None = None) -> tuple[list, dict]:
     """Episodes from a JSONL file in either layout of `to_reference_record`: (episodes, tasks by id).
 
     Each line: {"task": {ColBench task record}, "dialogue_history": [{"role": "user"|"assistant",
@@ -498,16 +498,13 @@ def load_episodes(path: str | Path, scorer=None, max_turns: int | None = None,
     task pair however the file is ordered. Episodes without "reward" are scored by `scorer`
     (default: the sandboxed backend evaluator, env.evaluator.score_answers) on their "answer", in
     one batch; their task records then need "test_cases".
-    Each episode opens as a live one would (`protocol.opening`, with `max_turns`, default the episode
-    loop's; `protocol` is the run's environment's, default the ColBench backend's, whose layout the
-    file is in): ColBench's instructions and the problem as the person's first message for real
-    tasks, the demo's system message for synthetic ones.
+    Each episode opens as a live one of the run's environment would (`protocol.opening`, the
+    environment's, with `max_turns`, default the episode loop's): ColBench's instructions and the
+    problem as the person's first message for the ColBench backend, the demo's system message for
+    the synthetic family.
     """
     from sweet_megatron.env.colbench_backend.tasks import Task, iter_jsonl
     from sweet_megatron.env.episode import MAX_TURNS, Episode, Turn
-
-    if protocol is None:
-        from sweet_megatron.env.colbench_backend.environment import PROTOCOL as protocol
 
     episodes, tasks, unscored = [], {}, []
     for where, _, rec in iter_jsonl(path, EpisodeFormatError):

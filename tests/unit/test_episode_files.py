@@ -21,7 +21,7 @@ def test_round_trip_keeps_dialogue_reward_and_task(tmp_path):
                             SyntheticSimulator(), max_turns=10, protocol=PROTOCOL)
     path = tmp_path / "episodes.jsonl"
     save_episodes(path, episodes, {t.task_id: t for t in tasks})
-    loaded, by_id = load_episodes(path)
+    loaded, by_id = load_episodes(path, PROTOCOL)
     assert [e.messages()[1:] for e in loaded] == [e.messages()[1:] for e in episodes]
     assert [e.reward for e in loaded] == [e.reward for e in episodes] == [1.0, 1.0, 1.0]
     assert by_id[episodes[0].task_id].ground_truth == tasks[0].ground_truth
@@ -48,4 +48,4 @@ def test_malformed_line_is_reported_with_its_number(tmp_path, bad, match):
     path = tmp_path / "offline.jsonl"
     path.write_text(json.dumps(good) + "\n" + bad + "\n")
     with pytest.raises(EpisodeFormatError, match=rf"offline.jsonl:2: .*{match}"):
-        load_episodes(path)
+        load_episodes(path, PROTOCOL)
