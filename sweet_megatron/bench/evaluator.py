@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from sweet_megatron.env.colbench_backend.evaluator import BackendEvaluator
-from sweet_megatron.env.sandbox import sandbox_backend
 from sweet_megatron.env.colbench_backend.tasks import load_tasks, ordered_tests
+from sweet_megatron.env.sandbox import sandbox_backend
 
 
 def score_in_process(tasks: list, answers: list[str]) -> list[float]:

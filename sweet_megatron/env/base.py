@@ -7,8 +7,9 @@ registered by name in env/registry.py; `task.source` (the `task=` config group) 
 - the answer protocol (`protocol`): how a dialogue opens (system prompt, the person's first
   message), the answer marker, and the last-turn rule;
 - a simulated person: `rule_simulator()`, the environment's own deterministic person
-  (simulator=rule; simulator=http/engine is the LLM-backed person every environment shares,
-  env/simulators.py, with the task's hidden information);
+  (simulator=rule); for simulator=http/engine `llm_simulator(cfg)`, None by default: the
+  LLM-backed person every environment shares (env/simulators.py, ColBench's prompt with the
+  task's hidden information);
 - an evaluator: `evaluator()` -> a function (tasks, answers) -> [Score];
 - optional capabilities, None when absent: `demonstrations` (scripted episodes for the SFT warm
   start, and dialogues for the tokenizer's training text), `base_corpus` (documents for
@@ -174,6 +175,11 @@ class Environment(ABC):
     def rule_simulator(self) -> Simulator:
         """The deterministic simulated person (simulator=rule; the LLM-backed ones are shared:
         env/simulators.build_llm_simulator)."""
+
+    def llm_simulator(self, cfg: Any, seed: int = 0) -> Simulator | None:
+        """The environment's own LLM-backed person for simulator=http/engine (`cfg`:
+        config.SimulatorConfig), or None (the default) for the shared one with ColBench's prompt."""
+        return None
 
     @abstractmethod
     def evaluator(self) -> ScoreFn:

@@ -124,9 +124,13 @@ def build_tokenizer(cfg: TokenizerConfig, run_dir: Path, train_tasks: list, env:
 
 
 def build_simulator(cfg: SimulatorConfig, env: Environment):
-    """The environment's own simulated person for simulator=rule, the shared LLM-backed one otherwise."""
+    """The environment's own simulated person for simulator=rule; for http/engine the environment's
+    own LLM-backed one when it has one, else the shared one."""
     if cfg.kind == "rule":
         return env.rule_simulator()
+    own = env.llm_simulator(cfg)
+    if own is not None:
+        return own
     from sweet_megatron.env.simulators import build_llm_simulator
 
     return build_llm_simulator(cfg)

@@ -1,9 +1,8 @@
-"""Environments as plug-ins: the registry, what each environment says it has, `sweet-colbench envs`,
-the trainer-side refusals, and no import cycle among the sweet_megatron.env modules."""
+"""Environments as plug-ins: the registry, what each environment says it has, `sweet-colbench envs`
+and the trainer-side refusals. (No import cycle among the env modules: tests/unit/test_imports.py.)"""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -123,77 +122,3 @@ def test_envs_listing(capsys):
     assert "training, demos, base corpus, oracle " in by_name["synthetic"]
     assert "training, no demos, no base corpus, no oracle " in by_name["colbench_backend"]
     assert "no training, no demos, no base corpus, no oracle " in by_name["colbench_frontend"]
-
-
-# ------------------------------------------------------------------------------------ import cycles
-ENV_DIR = Path(env_package.__file__).parent
-
-
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(ENV_DIR.parent.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def env_import_graph() -> tuple[dict[str, set[str]], int, int]:
-    """module -> the sweet_megatron.env modules it imports anywhere in its code (module level and
-    inside functions), and the counts of those import statements at module and function level."""
-    modules = {_module_name(p): p for p in ENV_DIR.rglob("*.py")}
-    graph: dict[str, set[str]] = {m: set() for m in modules}
-    counts = {"module": 0, "function": 0}
-    for name, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        top = set(map(id, tree.body))
-        for node in ast.walk(tree):
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                # `from pkg import mod` imports the module pkg.mod when there is one
-                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
-                           for a in node.names]
-            targets = [t for t in targets if t in modules and t != name]
-            if targets:
-                counts["module" if id(node) in top else "function"] += 1
-                graph[name].update(targets)
-    return graph, counts["module"], counts["function"]
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One import cycle as [a, b, ..., a], or None (depth-first search with colours)."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
-            if nxt not in state and (cycle := visit(nxt)):
-                return cycle
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if node not in state and (cycle := visit(node)):
-            return cycle
-    return None
-
-
-def test_cycle_finder_finds_a_cycle():
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
-    assert find_cycle({"a": {"b"}, "b": set()}) is None
-
-
-def test_no_import_cycle_inside_env():
-    graph, at_module, in_functions = env_import_graph()
-    # the parser sees both kinds: e.g. the registry imports each environment at module level, the
-    # episode loop imports the backend's default evaluator inside run_episodes
-    assert "sweet_megatron.env.synthetic.environment" in graph["sweet_megatron.env.registry"]
-    assert "sweet_megatron.env.colbench_backend.evaluator" in graph["sweet_megatron.env.episode"]
-    assert at_module >= 20 and in_functions >= 5, (at_module, in_functions)
-    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
-    # the backend never reaches into the synthetic family, whose tasks are backend records
-    backend = [m for m in graph if m.startswith("sweet_megatron.env.colbench_backend")]
-    assert not any(t.startswith("sweet_megatron.env.synthetic") for m in backend for t in graph[m])

@@ -13,7 +13,8 @@ the episode loop needs from it, in one place:
   FrontendEvaluator wraps it as the episode loop's evaluator (one Score per answer).
 
 `ColBenchFrontend` says `supports_training = False`: the trainer refuses every stage on it with
-the reason (`missing_for_training`); it has no demonstrations, base corpus or oracle yet.
+the reason (`missing_for_training`). It offers none of the optional capabilities yet (the page
+family's synthetic.oracle_action is not wired to the env.base.Oracle interface).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sweet_megatron.env.base import ANSWER_MARK, AnswerProtocol, Environment, Sc
 from sweet_megatron.env.colbench_frontend.records import FrontendTask, extract_html, load_frontend_tasks
 from sweet_megatron.env.colbench_frontend.render import BrowserPool, RenderConfig, RenderResult
 from sweet_megatron.env.colbench_frontend.similarity import PageScore, page_similarity
-from sweet_megatron.env.colbench_frontend.simulator import FrontendRuleSimulator
+from sweet_megatron.env.colbench_frontend.simulator import FrontendRuleSimulator, build_frontend_simulator
 
 SAMPLE = "builtin:colbench/frontend_test_0-49.jsonl"
 SYSTEM_PROMPT = (
@@ -91,7 +92,7 @@ class ColBenchFrontend(Environment):
     supports_training = False
     missing_for_training = ("the trainer's stages read backend task records and have not been run on pages: no "
                             "demonstrations, no base corpus, no oracle, and rewards need a Chromium pool per rank; "
-                            "score pages with `python -m sweet_megatron.env.colbench_frontend score`")
+                            "score pages with `sweet-colbench score --kind frontend`")
 
     def check_task_config(self, cfg) -> None:
         if cfg.train_file or cfg.eval_file:
@@ -108,6 +109,10 @@ class ColBenchFrontend(Environment):
 
     def rule_simulator(self) -> FrontendRuleSimulator:
         return FrontendRuleSimulator()
+
+    def llm_simulator(self, cfg, seed: int = 0):
+        """The frontend's LLM-backed person (FRONTEND_HUMAN_PROMPT with the reference HTML)."""
+        return build_frontend_simulator(cfg, seed)
 
     def evaluator(self) -> FrontendEvaluator:
         return FrontendEvaluator()
