@@ -109,7 +109,7 @@ class TrainConfig:
 class PretrainConfig:
     """`stage=pretrain`: a base model for the synthetic family, from scratch (what a pretrained Llama
     is for real tasks). Language modelling of task specifications with every detail stated,
-    followed by their code (env.synthetic.base_document): the base learns to write code from stated
+    followed by their code (env.synthetic.family.base_document): the base learns to write code from stated
     facts, and nothing about dialogues or questions. The result, `<run_dir>/base_model`, is what
     `train.init_from` starts the warm start from; the embedded default ships one
     (sweet_megatron/assets/base-small, made by `examples/make_base_model.sh`)."""
@@ -135,9 +135,11 @@ class TaskConfig:
     """Where tasks come from."""
 
     source: str = "synthetic"
-    """'synthetic' (generated offline from a seed) or 'colbench' (a JSONL file in the backend schema)."""
+    """The environment (env/registry.py; `sweet-colbench envs` lists them): 'synthetic' (generated
+    offline from a seed), 'colbench_backend' (JSONL files in the backend schema) or
+    'colbench_frontend' (frontend records; no training support yet)."""
     path: str | None = None
-    """One JSONL file of tasks when source=colbench, split by a seeded shuffle into num_train
+    """One JSONL file of tasks when source=colbench_backend (or colbench_frontend), split by a seeded shuffle into num_train
     training and num_eval held-out tasks (ignored when task.train_file is set)."""
     train_file: str | None = None
     """JSONL file of training tasks (the released schema, e.g. ColBench's backend_tasks/train.jsonl);
@@ -166,17 +168,16 @@ class TaskConfig:
     """Chance the noisy scripted demonstrator asks about each hidden detail."""
 
     def __post_init__(self) -> None:
-        check_choice("task.source", self.source, ("synthetic", "colbench"))
-        if self.source == "colbench" and not (self.path or self.train_file):
-            raise ConfigError("task.source=colbench needs task.train_file (with task.eval_file or task.val_size) "
-                              "or task.path (one JSONL file split num_train/num_eval)")
-        if (self.train_file or self.eval_file) and self.source != "colbench":
-            raise ConfigError("task.train_file/task.eval_file need task.source=colbench (or task=colbench_backend)")
-        if self.eval_file and not self.train_file:
-            raise ConfigError("task.eval_file needs task.train_file too (the training tasks)")
-        if self.train_file and not self.eval_file and self.val_size < 1:
-            raise ConfigError("task.train_file without task.eval_file: set task.eval_file (the held-out tasks) or "
-                              "task.val_size >= 1 (validation tasks carved from the train file)")
+        from sweet_megatron.env.base import TaskConfigError
+        from sweet_megatron.env.registry import UnknownEnvironment, get
+
+        if self.source == "colbench":
+            raise ConfigError("task.source=colbench is named colbench_backend now: set task.source=colbench_backend "
+                              "(or task=colbench_backend)")
+        try:
+            get(self.source).check_task_config(self)  # the environment's own keys
+        except (UnknownEnvironment, TaskConfigError) as exc:
+            raise ConfigError(str(exc)) from None
         for key in ("train_limit", "eval_limit"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"task.{key}={getattr(self, key)}: set it >= 1 or null (all rows)")

@@ -82,9 +82,11 @@ def demo_pair_groups(num_pairs: int):
     scripted demonstrations of one task (chosen = higher reward), `num_pairs` of them."""
     cfg = load_config([])
     base = resolve_checkpoint(cfg.train.init_from)
+    env = ep.environment(cfg.task)
     train_tasks, _ = ep.load_task_splits(cfg.task)
-    tok = ep.build_tokenizer(ep.tokenizer_config(cfg.tokenizer, base), Path("."), train_tasks)
-    demos = ep.scripted_demos(cfg.task, train_tasks, ep.build_simulator(cfg.simulator), tok, cfg.rollout.max_turns)
+    tok = ep.build_tokenizer(ep.tokenizer_config(cfg.tokenizer, base), Path("."), train_tasks, env)
+    demos = ep.scripted_demos(env, cfg.task, train_tasks, ep.build_simulator(cfg.simulator, env), tok,
+                              cfg.rollout.max_turns)
     groups, _ = ep.trajectory_pair_groups(tok, demos, {t.task_id: t for t in train_tasks}, with_reference=True)
     if len(groups) < num_pairs:
         raise SystemExit(f"sweet-bench train --compare reference: only {len(groups)} pairs in the demos")

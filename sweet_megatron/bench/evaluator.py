@@ -19,9 +19,9 @@ import json
 import time
 from pathlib import Path
 
-from sweet_megatron.env.evaluator import BackendEvaluator
+from sweet_megatron.env.colbench_backend.evaluator import BackendEvaluator
+from sweet_megatron.env.colbench_backend.tasks import load_tasks, ordered_tests
 from sweet_megatron.env.sandbox import sandbox_backend
-from sweet_megatron.env.tasks import load_tasks, ordered_tests
 
 
 def score_in_process(tasks: list, answers: list[str]) -> list[float]:

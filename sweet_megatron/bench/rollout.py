@@ -35,7 +35,6 @@ from sweet_megatron.checkpoint.model_io import (
 from sweet_megatron.config import ConfigError, load_config
 from sweet_megatron.env.agents import EngineAgent
 from sweet_megatron.env.episode import run_episodes
-from sweet_megatron.env.evaluator import default_evaluator
 from sweet_megatron.parallel import destroy, initialize, rank
 from sweet_megatron.rollout import build_engine
 from sweet_megatron.training import episodes as ep
@@ -126,18 +125,19 @@ def main(argv: list[str] | None = None) -> int:
     base = resolve_checkpoint(args.init_from or cfg.train.init_from)
     max_turns = args.max_turns or cfg.rollout.max_turns
     model_cfg = model_config_from_meta(read_meta(base))
+    env = ep.environment(cfg.task)
     train_tasks, _ = ep.load_task_splits(cfg.task)
-    tok = ep.build_tokenizer(ep.tokenizer_config(cfg.tokenizer, base), Path("."), train_tasks)
+    tok = ep.build_tokenizer(ep.tokenizer_config(cfg.tokenizer, base), Path("."), train_tasks, env)
     actor = ModelRunner(model_cfg, cfg.parallel, platform, None, name="actor")
     load_model_checkpoint(base, actor.chunks)
     clock = _Clock(platform.is_cuda)
     engine = TimedEngine(build_engine(cfg.rollout, model_cfg, seed=cfg.seed), clock)
-    simulator = TimedSimulator(ep.build_simulator(cfg.simulator), clock)
-    evaluator = default_evaluator()
+    simulator = TimedSimulator(ep.build_simulator(cfg.simulator, env), clock)
+    evaluator = env.evaluator()
 
     def score(tasks, answers):
         t0 = clock.now()
-        out = evaluator.score(tasks, answers)
+        out = evaluator(tasks, answers)
         clock.add("score", clock.now() - t0)
         return out
 
@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         tasks = ep.sample_tasks(train_tasks, args.episodes, cfg.sweet.rollouts_per_task, seed=it)
         agent = EngineAgent(engine, tok, ep.sampling(cfg.rollout, tok, greedy=False, seed=it))
         t0 = clock.now()
-        episodes = run_episodes(agent, tasks, simulator, evaluator=score, max_turns=max_turns, tokenizer=tok)
+        episodes = run_episodes(agent, tasks, simulator, evaluator=score, max_turns=max_turns, tokenizer=tok,
+                                protocol=env.protocol)
         clock.add("rollout", clock.now() - t0)
         t0 = clock.now()
         engine.sleep()

@@ -45,7 +45,7 @@ def check_paths(cfg: RunConfig) -> None:
         if tok.kind == "sentencepiece" and not path.is_file():
             raise ConfigError(f"tokenizer.path={tok.path}: {path} is not a file (tokenizer.kind=sentencepiece wants "
                               "a .model file; a directory with tokenizer.json is tokenizer.kind=hf)")
-    if cfg.task.source == "colbench" and cfg.task.path:
+    if cfg.task.source == "colbench_backend" and cfg.task.path:
         path = _existing("task.path", cfg.task.path, "give a JSONL file of ColBench tasks "
                          "(e.g. builtin:colbench/backend_test_0-199.jsonl)")
         if not path.is_file():

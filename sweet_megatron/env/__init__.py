@@ -1,16 +1,21 @@
-"""ColBench backend environment: tasks, the synthetic family, simulated people, the sandboxed
-evaluator and the batched episode loop.
+"""Environments: the kinds of collaborative task, one folder each, behind one interface, plus what
+they share (the episode loop, the LLM-backed simulated person, the engine agent, the sandbox).
 
 Entry points (import them from their modules; this package imports nothing, so that the sandbox
-and the task loader stay free of torch):
+and the task loaders stay free of torch):
 
-- tasks.py: Task, load_tasks(path), save_tasks(tasks, path), TaskFormatError
-- synthetic.py: generate_tasks(n, seed, split, difficulty), oracle_action_value(task, dialogue, action),
-  ScriptPolicy, answer_is_correct(task, answer)
-- simulators.py: RuleBasedSimulator, LLMSimulator(EngineChatBackend | OpenAIChatBackend), SimulatorError
-- evaluator.py: score_answers(tasks, answers, config), BackendEvaluator, EvaluatorConfig, Score
+- base.py: Environment (task splits, AnswerProtocol, rule_simulator, evaluator; optional
+  demonstrations, base_corpus, oracle; supports_training), Score, MissingCapability
+- registry.py: register(env), get(name), names(): task.source (the task= config group) is the key
+- colbench_backend/: real backend records (tasks.py), the sandboxed test evaluator
+  (evaluator.py, boundary.py), the code-reply person (simulator.py), environment.py
+- synthetic/: the tariff-v1 family (family.py), its protocol, person, oracle (with the credit
+  menu), scripted agent, demonstrations and base corpus (demos.py), environment.py
+- colbench_frontend/: frontend design records, Chromium rendering and page similarity, its person
+  and environment.py (registered; no training support yet)
+- episode.py: run_episodes(agent, tasks, simulator, evaluator, max_turns, protocol=...), Episode, Turn
+- simulators.py: LLMSimulator(EngineChatBackend | OpenAIChatBackend), build_llm_simulator, SimulatorError
+- agents.py: EngineAgent(engine, tokenizer, params)
 - sandbox.py: run_tests(code, tests, config), SandboxConfig
-- episode.py: run_episodes(agent, tasks, simulator, evaluator, max_turns), Episode, Turn
-- agents.py: EngineAgent(engine, tokenizer, params), ScriptedAgent(tokenizer, policy)
-- cli.py: the `sweet-colbench` command (generate, score, play)
+- cli.py: the `sweet-colbench` command (envs, generate, score, play)
 """

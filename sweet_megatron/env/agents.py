@@ -1,4 +1,5 @@
-"""Agents for the episode loop: a model behind a RolloutEngine, and the scripted reference agent.
+"""The agent every environment shares: a model behind a RolloutEngine. (An environment's scripted
+agent lives in its folder: synthetic/demos.py.)
 
 An agent is anything with `act(prompts_ids, dialogues) -> [(action_ids, logprobs, text)]`
 (episode.Agent).
@@ -6,11 +7,9 @@ An agent is anything with `act(prompts_ids, dialogues) -> [(action_ids, logprobs
 
 from __future__ import annotations
 
-from sweet_megatron.data.chat import Message, action_ids
+from sweet_megatron.data.chat import Message
 from sweet_megatron.data.tokenizer import Tokenizer
-from sweet_megatron.env.episode import SYSTEM_PROMPT, Action
-from sweet_megatron.env.synthetic import ScriptPolicy, scripted_action
-from sweet_megatron.env.tasks import Task
+from sweet_megatron.env.episode import Action
 from sweet_megatron.rollout.base import RolloutEngine, SamplingParams
 
 
@@ -33,40 +32,4 @@ class EngineAgent:
         for gen in generations:
             g = gen[0]
             actions.append((list(g.token_ids), list(g.logprobs), self.tokenizer.decode(g.token_ids)))
-        return actions
-
-
-class ScriptedAgent:
-    """The scripted reference agent for synthetic tasks: asks about a chosen subset of the hidden
-    details (ScriptPolicy: all, none, or a noisy subset with distractor questions and free-form
-    phrasing), then answers with what it was told and default guesses for the rest. Works on text
-    and tokenizes its actions (log-probs are 0.0: the script is deterministic)."""
-
-    uses_tasks = True
-
-    def __init__(self, tokenizer: Tokenizer, policy: ScriptPolicy | None = None, tasks: list[Task] | None = None,
-                 system_prompt: str = SYSTEM_PROMPT):
-        self.tokenizer = tokenizer
-        self.policy = policy or ScriptPolicy()
-        self._prefix = system_prompt.split("{problem_description}")[0]
-        self._by_description = {t.problem_description: t for t in tasks or []}
-
-    def _find(self, dialogue: list[Message]) -> Task:
-        system = dialogue[0].content if dialogue and dialogue[0].role == "system" else ""
-        task = self._by_description.get(system.removeprefix(self._prefix))
-        if task is None:
-            raise ValueError("ScriptedAgent: no task for this dialogue; construct it with tasks=[...] "
-                             "or call act(..., tasks=[...])")
-        return task
-
-    def act(self, prompts_ids: list[list[int]], dialogues: list[list[Message]],
-            tasks: list[Task] | None = None) -> list[Action]:
-        if tasks is None:
-            tasks = [self._find(d) for d in dialogues]
-        actions = []
-        for task, dialogue in zip(tasks, dialogues, strict=True):
-            turns = [(m.role, m.content) for m in dialogue if m.role != "system"]
-            text = scripted_action(task, turns, self.policy)
-            ids = action_ids(self.tokenizer, text)
-            actions.append((ids, [0.0] * len(ids), text))
         return actions

@@ -1,5 +1,7 @@
-"""`sweet-colbench`: generate synthetic tasks, score answers in the sandbox, play an episode.
+"""`sweet-colbench`: list the environments, generate synthetic tasks, score answers in the sandbox,
+play an episode.
 
+    sweet-colbench envs                                       # one line per registered environment
     sweet-colbench generate --n 200 --seed 0 --split train --out tasks.jsonl
     sweet-colbench score --tasks tasks.jsonl --answers answers.jsonl [--out results.jsonl]
     sweet-colbench score --tasks tasks.jsonl --self          # each task's reference as its answer
@@ -22,14 +24,14 @@ import time
 from pathlib import Path
 
 from sweet_megatron.data.chat import Message, action_ids
-from sweet_megatron.env.agents import ScriptedAgent
+from sweet_megatron.env import registry
 from sweet_megatron.env.bytetok import ByteTokenizer
+from sweet_megatron.env.colbench_backend.evaluator import BackendEvaluator, EvaluatorConfig
+from sweet_megatron.env.colbench_backend.tasks import TaskFormatError, iter_jsonl, load_tasks, save_tasks
 from sweet_megatron.env.episode import run_episodes
-from sweet_megatron.env.evaluator import BackendEvaluator, EvaluatorConfig
 from sweet_megatron.env.sandbox import SandboxConfig, SandboxUnavailable, sandbox_backend
-from sweet_megatron.env.simulators import RuleBasedSimulator
-from sweet_megatron.env.synthetic import ScriptPolicy, generate_tasks
-from sweet_megatron.env.tasks import TaskFormatError, iter_jsonl, load_tasks, save_tasks
+from sweet_megatron.env.synthetic.demos import ScriptedAgent
+from sweet_megatron.env.synthetic.family import ScriptPolicy, check_record, generate_tasks
 
 POLICIES = {
     "all": ScriptPolicy(),
@@ -61,6 +63,13 @@ def _evaluator(args: argparse.Namespace) -> BackendEvaluator:
     return BackendEvaluator(EvaluatorConfig(sandbox=sandbox, max_concurrency=args.max_concurrency))
 
 
+def cmd_envs(args: argparse.Namespace) -> int:
+    """One line per registered environment: its name, what it has, what its tasks are."""
+    for name in registry.names():
+        print(registry.get(name).describe())
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     tasks = generate_tasks(args.n, seed=args.seed, split=args.split, difficulty=tuple(args.difficulty))
     save_tasks(tasks, args.out)
@@ -79,7 +88,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise SystemExit("score: pass --tasks T.jsonl (or --kind frontend for the shipped frontend pages)")
     if args.baseline is not None:
         raise SystemExit("score: --baseline is for frontend tasks only")
-    tasks = load_tasks(args.tasks)
+    tasks = load_tasks(args.tasks, check=check_record)
     if args.self_check:
         answers = {t.index: t.ground_truth for t in tasks}
     elif args.answers is not None:
@@ -138,13 +147,18 @@ class HumanAgent:
 
 def cmd_play(args: argparse.Namespace) -> int:
     if args.tasks is not None:
-        tasks = load_tasks(args.tasks)
+        tasks = load_tasks(args.tasks, check=check_record)
     else:
         tasks = generate_tasks(args.index + 1, seed=args.seed, split=args.split)
     if not 0 <= args.index < len(tasks):
         raise SystemExit(f"play: --index {args.index} is out of range (0..{len(tasks) - 1})")
     task = tasks[args.index]
     task.index = 0
+    # A generated (synthetic) record plays in the synthetic environment, a real one in the backend's.
+    env = registry.get("synthetic" if task.synthetic is not None else "colbench_backend")
+    if args.agent == "scripted" and env.name != "synthetic":
+        raise SystemExit(f"play: --agent scripted plays synthetic tasks only; task {task.task_id} is a real "
+                         "ColBench record (use --agent human)")
     tok = ByteTokenizer()
     print(f"task {task.task_id}: {task.problem_description}")
     if args.agent == "human":
@@ -152,7 +166,8 @@ def cmd_play(args: argparse.Namespace) -> int:
         agent = HumanAgent(tok)
     else:
         agent = ScriptedAgent(tok, POLICIES[args.policy])
-    episode = run_episodes(agent, [task], RuleBasedSimulator(), evaluator=_evaluator(args), max_turns=args.max_turns)[0]
+    episode = run_episodes(agent, [task], env.rule_simulator(), evaluator=_evaluator(args), max_turns=args.max_turns,
+                           protocol=env.protocol)[0]
     if args.agent != "human":
         for turn in episode.turns:
             print(f"agent: {turn.action_text}")
@@ -173,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "explicit opt-in to unisolated scoring (default: $SWEET_SANDBOX_BACKEND, else auto)")
         p.add_argument("--max-concurrency", type=int, default=0, help="sandboxes at once (0: twice the CPU cores)")
         p.add_argument("--test-timeout", type=float, default=2.0, help="wall-clock seconds per test")
+
+    e = sub.add_parser("envs", help="list the registered environments and what each has")
+    e.set_defaults(func=cmd_envs)
 
     g = sub.add_parser("generate", help="write synthetic tasks as JSONL")
     g.add_argument("--n", type=int, required=True)

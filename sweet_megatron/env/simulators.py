@@ -1,29 +1,28 @@
-"""Simulated people (the "human" side of a ColBench episode) behind one batched interface.
+"""The simulated people every environment shares, behind one batched interface (env.base.Simulator):
 
     simulator.respond(tasks, dialogues) -> replies
 
-`dialogues[i]` is the episode's chat so far (system prompt with the problem, then alternating
-assistant/user messages) ending with the agent's latest question. One call per turn for the whole
-batch, so an LLM-backed simulator makes one generate call (or one burst of HTTP requests) a turn.
+`dialogues[i]` is the episode's chat so far (system prompt, then alternating assistant/user
+messages) ending with the agent's latest question. One call per turn for the whole batch, so an
+LLM-backed simulator makes one generate call (or one burst of HTTP requests) a turn.
 
-- RuleBasedSimulator (the default, deterministic): synthetic tasks answer from their structured
-  hidden details (synthetic.synthetic_reply); real tasks answer from the reference code only, by
-  keyword overlap between the question and the code's lines (at most two lines, never the whole
-  reference).
+Each environment has its own deterministic rule-based person (simulator=rule; e.g.
+colbench_backend/simulator.py, synthetic/simulator.py). Here, shared by all of them:
+
 - LLMSimulator: the ColBench human-simulator prompt (answer only from the hidden information, in
   two sentences; replies cut at 400 characters) through a ChatBackend: any RolloutEngine with a
   tokenizer (EngineChatBackend), or an OpenAI-compatible HTTP endpoint (OpenAIChatBackend: stdlib
   urllib, timeouts, bounded retries; a dead endpoint raises SimulatorError naming the URL).
 
-`build_simulator(SimulatorConfig)` makes the configured one: simulator=rule, simulator=http, or
+`build_llm_simulator(SimulatorConfig)` makes the configured one: simulator=http, or
 simulator=engine (a second model, its own HF checkpoint and tokenizer, on a local or vLLM engine
-loaded here; it never shares weights with the agent).
+loaded here; it never shares weights with the agent). The trainer takes the environment's
+rule-based person for simulator=rule (training/episodes.build_simulator) and this otherwise.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 import urllib.error
 import urllib.request
@@ -33,100 +32,12 @@ from typing import Protocol
 
 from sweet_megatron.data.chat import Message, render_prompt
 from sweet_megatron.data.tokenizer import Tokenizer
-from sweet_megatron.env.synthetic import spec_of, synthetic_reply
-from sweet_megatron.env.tasks import Task
+from sweet_megatron.env.base import HUMAN_RESPONSE_CHARACTER_LIMIT, Simulator
 from sweet_megatron.rollout.base import RolloutEngine, SamplingParams
-
-HUMAN_RESPONSE_CHARACTER_LIMIT = 400
 
 
 class SimulatorError(RuntimeError):
     """The simulator could not produce replies (e.g. its LLM endpoint is unreachable)."""
-
-
-class Simulator(Protocol):
-    def respond(self, tasks: list[Task], dialogues: list[list[Message]]) -> list[str]:
-        """One reply per (task, dialogue); each dialogue ends with the agent's message."""
-
-
-def last_agent_message(dialogue: list[Message]) -> str:
-    for msg in reversed(dialogue):
-        if msg.role == "assistant":
-            return msg.content
-    return ""
-
-
-# ---------------------------------------------------------------- rule-based
-
-_STOPWORDS = frozenset(
-    "a an the is are was be do does did what which who whom how why when where should would could can "
-    "will shall may might must i you we it its this that these those of to in on at for from by with "
-    "and or not no yes if then else there here me my your our please tell know want need function "
-    "code python value values use used using about any some as so just also like".split()
-)
-
-
-def _words(text: str) -> set[str]:
-    """Lower-case words of text and identifiers (snake_case and camelCase split), light stemming."""
-    text = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)
-    words = set()
-    for w in re.findall(r"[A-Za-z]+|\d+(?:\.\d+)?", text.replace("_", " ")):
-        w = w.lower()
-        if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
-            w = w[:-1]
-        if w not in _STOPWORDS and (len(w) > 1 or w.isdigit()):
-            words.add(w)
-    return words
-
-
-UNKNOWN_REPLY = "I don't know that; it is not something I have decided."
-
-
-def code_reply(reference: str, question: str, max_lines: int = 2) -> str:
-    """Answer a question about a real task from its reference code only (deterministic).
-
-    Scores each line of the function body by how many of the question's words it shares (comments
-    included) and quotes the best line, plus the line after it when the best is a comment or a
-    block header; at most `max_lines` lines and never more than a third of the body.
-    """
-    lines = [ln.strip() for ln in reference.splitlines()]
-    body = [ln for ln in lines if ln and not ln.startswith(("def ", "import ", "from "))]
-    q = _words(question)
-    if not q or not body:
-        return UNKNOWN_REPLY
-    scores = [len(q & _words(ln)) for ln in body]
-    best = max(range(len(body)), key=lambda i: (scores[i], -i))
-    if scores[best] == 0:
-        return UNKNOWN_REPLY
-    limit = max(1, min(max_lines, len(body) // 3))
-    chosen = [best]
-    # A comment describes the next line; a block header (ending with ':') needs its first line.
-    if (body[best].startswith("#") or body[best].endswith(":")) and best + 1 < len(body) and len(chosen) < limit:
-        chosen.append(best + 1)
-    sentences, code = [], []
-    for i in chosen:
-        if body[i].startswith("#"):
-            text = body[i].lstrip("#").strip().rstrip(".")
-            sentences.append(f"{text[:1].upper()}{text[1:]}.")
-        else:
-            code.append(body[i])
-    if code:
-        sentences.append("I want it to work like this: " + " ".join(code))
-    return " ".join(sentences)[:HUMAN_RESPONSE_CHARACTER_LIMIT]
-
-
-class RuleBasedSimulator:
-    """The embedded, deterministic simulated person."""
-
-    def respond(self, tasks: list[Task], dialogues: list[list[Message]]) -> list[str]:
-        replies = []
-        for task, dialogue in zip(tasks, dialogues, strict=True):
-            question = last_agent_message(dialogue)
-            if task.synthetic is not None:
-                replies.append(synthetic_reply(spec_of(task), question))
-            else:
-                replies.append(code_reply(task.hidden_information, question))
-        return replies
 
 
 # ---------------------------------------------------------------- LLM-backed
@@ -148,7 +59,7 @@ the hidden information as the only source of answers, "don't know" otherwise, a 
 two sentences; and, stated outright, no code handed over."""
 
 
-def format_history(task: Task, dialogue: list[Message]) -> str:
+def format_history(task, dialogue: list[Message]) -> str:
     """The dialogue as the simulator prompt shows it: the problem as the user's first message,
     then 'agent:'/'user:' turns. A dialogue that already opens with the problem as the person's
     message (ColBench's protocol) shows it once."""
@@ -264,14 +175,14 @@ class LLMSimulator:
         self.prompt_template = prompt_template
         self.max_chars = max_chars
 
-    def conversation(self, task: Task, dialogue: list[Message]) -> list[dict]:
+    def conversation(self, task, dialogue: list[Message]) -> list[dict]:
         prompt = self.prompt_template.format(problem_description=task.problem_description,
                                              hidden_information=task.hidden_information,
                                              dialogue_history=format_history(task, dialogue))
         return [{"role": "system", "content": "You are a helpful assistant."},
                 {"role": "user", "content": prompt}]
 
-    def respond(self, tasks: list[Task], dialogues: list[list[Message]]) -> list[str]:
+    def respond(self, tasks: list, dialogues: list[list[Message]]) -> list[str]:
         conversations = [self.conversation(t, d) for t, d in zip(tasks, dialogues, strict=True)]
         replies = self.backend.complete(conversations) if conversations else []
         return [(r or "").strip()[: self.max_chars] or "I don't know." for r in replies]
@@ -280,10 +191,9 @@ class LLMSimulator:
 # ---------------------------------------------------------------- from the config
 
 
-def build_simulator(cfg, seed: int = 0) -> Simulator:
-    """The simulator that `cfg` (config.SimulatorConfig) names."""
-    if cfg.kind == "rule":
-        return RuleBasedSimulator()
+def build_llm_simulator(cfg, seed: int = 0) -> Simulator:
+    """The LLM-backed simulator that `cfg` (config.SimulatorConfig) names (simulator=http or
+    simulator=engine; simulator=rule is the environment's own: Environment.rule_simulator)."""
     if cfg.kind == "http":
         return LLMSimulator(OpenAIChatBackend(base_url=cfg.url, model=cfg.model, timeout_s=cfg.timeout_s,
                                               max_attempts=cfg.retries))
@@ -292,7 +202,8 @@ def build_simulator(cfg, seed: int = 0) -> Simulator:
         params = SamplingParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                                 stop_token_ids=(tokenizer.eot_id, tokenizer.eos_id), seed=seed)
         return LLMSimulator(EngineChatBackend(engine, tokenizer, params))
-    raise ValueError(f"simulator.kind={cfg.kind!r}: use rule, http or engine")
+    raise ValueError(f"simulator.kind={cfg.kind!r}: build_llm_simulator takes http or engine; simulator=rule is the "
+                     "environment's own person (Environment.rule_simulator)")
 
 
 def load_simulator_engine(cfg, seed: int = 0) -> tuple[RolloutEngine, Tokenizer]:

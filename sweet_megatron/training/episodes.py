@@ -3,6 +3,10 @@
 Everything here is data plumbing (no model math): task splits, the tokenizer, the engine, rollouts
 sharded over ranks and gathered, and the conversion of episodes, turn states and candidate actions
 into packed `Sequence`s (the critic's view prepends the reference solution to the system prompt).
+
+What depends on the kind of task is asked of the environment (`environment(cfg.task)`, an
+env.base.Environment): its splits, protocol, simulated person and evaluator, and its optional
+demonstrations, base corpus and oracle; a stage that needs one it lacks is a ConfigError naming it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from sweet_megatron.config import RolloutConfig, SimulatorConfig, TaskConfig, TokenizerConfig
+from sweet_megatron.config import ConfigError, RolloutConfig, SimulatorConfig, TaskConfig, TokenizerConfig
 from sweet_megatron.data.chat import Message, action_ids, render_dialogue, render_prompt
 from sweet_megatron.data.packing import PackedRow, Sequence
 from sweet_megatron.data.tokenizer import (
@@ -25,6 +29,7 @@ from sweet_megatron.data.tokenizer import (
     load_tokenizer,
     train_sentencepiece,
 )
+from sweet_megatron.env.base import AnswerProtocol, Environment, MissingCapability, TaskConfigError
 from sweet_megatron.parallel import is_rank0
 from sweet_megatron.rollout.base import SamplingParams
 
@@ -34,79 +39,60 @@ REFERENCE_HEADER = "\n\nReference solution (hidden from the agent):\n"
 
 
 # ---------------------------------------------------------------------------------------- set-up
+def environment(cfg: TaskConfig) -> Environment:
+    """The environment task.source names (env/registry.py)."""
+    from sweet_megatron.env.registry import UnknownEnvironment, get
+
+    try:
+        return get(cfg.source)
+    except UnknownEnvironment as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def require(env: Environment, capability: str, fix: str = ""):
+    """The environment's `capability` (demonstrations, base_corpus, oracle), or a ConfigError naming it."""
+    try:
+        return env.require(capability, fix)
+    except MissingCapability as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def require_training(env: Environment, stage: str) -> None:
+    """A ConfigError when the environment cannot be trained on (stage `stage` was asked for)."""
+    try:
+        env.require_training(stage)
+    except MissingCapability as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def has_oracle(env: Environment, tasks: list, every: bool = False) -> bool:
+    """Whether the environment's oracle values actions on any (every=True: every) one of `tasks`."""
+    if env.oracle is None:
+        return False
+    covered = [env.oracle.covers(t) for t in tasks]
+    return all(covered) if every else any(covered)
+
+
 def load_task_splits(cfg: TaskConfig, val: list | None = None) -> tuple[list, list]:
-    """(training tasks, held-out tasks). With task.train_file, the validation tasks carved from it
-    (task.val_size) are appended to `val` when given; they are the held-out tasks when there is no
-    task.eval_file. A missing file or a file without a usable row raises ConfigError naming the key."""
-    if cfg.source == "colbench" and cfg.train_file:
-        return _task_files(cfg, val)
-    if cfg.source == "synthetic":
-        from sweet_megatron.env.synthetic import generate_tasks
-
-        difficulty = (cfg.min_difficulty, cfg.max_difficulty)
-        return (generate_tasks(cfg.num_train, seed=cfg.seed, split="train", difficulty=difficulty),
-                generate_tasks(cfg.num_eval, seed=cfg.seed if cfg.eval_seed is None else cfg.eval_seed,
-                               split="heldout", difficulty=difficulty))
-    from sweet_megatron.env.tasks import load_tasks
-
-    tasks = load_tasks(cfg.path)
-    order = list(range(len(tasks)))
-    random.Random(cfg.seed).shuffle(order)
-    train = [tasks[i] for i in order[: cfg.num_train]]
-    held = [tasks[i] for i in order[cfg.num_train : cfg.num_train + cfg.num_eval]]
-    return train, held
+    """(training tasks, held-out tasks) from the environment task.source names. With
+    task.train_file (colbench_backend), the validation tasks carved from it (task.val_size) are
+    appended to `val` when given; they are the held-out tasks when there is no task.eval_file. A
+    missing file or a file without a usable row raises ConfigError naming the key."""
+    try:
+        return environment(cfg).task_splits(cfg, val)
+    except TaskConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
-def _task_files(cfg: TaskConfig, val: list | None) -> tuple[list, list]:
-    from sweet_megatron.config import ConfigError
-    from sweet_megatron.env.tasks import TaskFormatError, read_task_file
-
-    files = {}
-    for key, path, limit in (("task.train_file", cfg.train_file, cfg.train_limit),
-                             ("task.eval_file", cfg.eval_file, cfg.eval_limit)):
-        if path is None:
-            continue
-        try:
-            files[key] = read_task_file(path, limit, key)
-        except (FileNotFoundError, TaskFormatError) as exc:
-            raise ConfigError(str(exc)) from None
-        log.info("%s", files[key].summary(key))
-        for problem in files[key].problems[3:]:
-            log.debug("skipped: %s", problem)
-    train = files["task.train_file"].tasks
-    if cfg.val_size >= len(train):
-        raise ConfigError(f"task.val_size={cfg.val_size} leaves no training task ({len(train)} usable rows in "
-                          f"{files['task.train_file'].path}); set it below {len(train)}")
-    order = list(range(len(train)))
-    random.Random(cfg.seed).shuffle(order)
-    carved = sorted(order[: cfg.val_size])
-    keep = sorted(order[cfg.val_size:])
-    val_tasks, train = [train[i] for i in carved], [train[i] for i in keep]
-    if val is not None:
-        val.extend(val_tasks)
-    held = files["task.eval_file"].tasks if "task.eval_file" in files else val_tasks
-    log.info("tasks: %d training, %d validation, %d held-out", len(train), len(val_tasks), len(held))
-    return train, held
-
-
-def _corpus(tasks: list) -> list[str]:
-    """Text the tiny tokenizer is trained on: task texts plus scripted dialogues (synthetic tasks),
-    played with a byte-level tokenizer since the real one does not exist yet."""
-    from sweet_megatron.env.agents import ScriptedAgent
-    from sweet_megatron.env.bytetok import ByteTokenizer
-    from sweet_megatron.env.episode import run_episodes
-    from sweet_megatron.env.simulators import RuleBasedSimulator
-    from sweet_megatron.env.synthetic import ScriptPolicy
-
+def _corpus(tasks: list, env: Environment) -> list[str]:
+    """Text the tiny tokenizer is trained on: task texts plus the environment's scripted dialogues
+    (when it has demonstrations), played with a byte-level tokenizer since the real one does not
+    exist yet."""
     texts = ["I WANT TO ANSWER:", "user", "assistant", "system", REFERENCE_HEADER]
     for t in tasks:
         texts += [t.problem_description, t.ground_truth, t.hidden_information]
-    synthetic = [t for t in tasks if t.synthetic]
-    if synthetic:
-        policy = ScriptPolicy(ask_prob=0.7, distractor_prob=0.3, free_form_prob=0.3)
-        agent = ScriptedAgent(ByteTokenizer(), policy, synthetic)
-        for e in run_episodes(agent, synthetic, RuleBasedSimulator(), max_turns=10, score=False):
-            texts += [m.content for m in e.messages()]
+    if env.demonstrations is not None:
+        texts += env.demonstrations.tokenizer_texts(tasks)
     return texts
 
 
@@ -123,23 +109,31 @@ def tokenizer_config(cfg: TokenizerConfig, init_from: Path | None) -> TokenizerC
     return replace(cfg, kind=tok["kind"], path=str(init_from / tok["path"]))
 
 
-def build_tokenizer(cfg: TokenizerConfig, run_dir: Path, train_tasks: list) -> Tokenizer:
-    """The configured tokenizer; with no path, a sentencepiece model trained on rank 0 into run_dir."""
+def build_tokenizer(cfg: TokenizerConfig, run_dir: Path, train_tasks: list, env: Environment) -> Tokenizer:
+    """The configured tokenizer; with no path, a sentencepiece model trained on rank 0 into run_dir
+    (on the texts of `_corpus(train_tasks, env)`)."""
     if cfg.path:
         return load_tokenizer(cfg.kind, cfg.path)
     path = run_dir / "tokenizer.model"
     if is_rank0() and not path.exists():
-        train_sentencepiece(_corpus(train_tasks), path, vocab_size=cfg.vocab_size,
+        train_sentencepiece(_corpus(train_tasks, env), path, vocab_size=cfg.vocab_size,
                             number_pieces=cfg.number_pieces)
     if dist.is_initialized():
         dist.barrier()
     return SentencePieceTokenizer(path)
 
 
-def build_simulator(cfg: SimulatorConfig):
-    from sweet_megatron.env.simulators import build_simulator as build
+def build_simulator(cfg: SimulatorConfig, env: Environment):
+    """The environment's own simulated person for simulator=rule; for http/engine the environment's
+    own LLM-backed one when it has one, else the shared one."""
+    if cfg.kind == "rule":
+        return env.rule_simulator()
+    own = env.llm_simulator(cfg)
+    if own is not None:
+        return own
+    from sweet_megatron.env.simulators import build_llm_simulator
 
-    return build(cfg)
+    return build_llm_simulator(cfg)
 
 
 # ---------------------------------------------------------------------------------------- rollouts
@@ -163,14 +157,17 @@ def sampling(cfg: RolloutConfig, tok: Tokenizer, greedy: bool, n: int = 1, seed:
                           stop_token_ids=(tok.eot_id,), n=n, seed=seed)
 
 
-def rollout(engine, tok: Tokenizer, tasks: list, simulator, cfg: RolloutConfig, greedy: bool, seed: int) -> list:
-    """One episode per task (tasks may repeat), batched in lockstep on each rank, gathered to all."""
+def rollout(engine, tok: Tokenizer, tasks: list, simulator, cfg: RolloutConfig, greedy: bool, seed: int,
+            env: Environment) -> list:
+    """One episode per task (tasks may repeat), batched in lockstep on each rank, gathered to all;
+    the environment's protocol and evaluator."""
     from sweet_megatron.env.agents import EngineAgent
     from sweet_megatron.env.episode import run_episodes
 
     def run(shard: list) -> list:
         agent = EngineAgent(engine, tok, sampling(cfg, tok, greedy, seed=seed))
-        return run_episodes(agent, shard, simulator, max_turns=cfg.max_turns, tokenizer=tok)
+        return run_episodes(agent, shard, simulator, evaluator=env.evaluator(), max_turns=cfg.max_turns,
+                            tokenizer=tok, protocol=env.protocol)
 
     return _shard_gather(tasks, run, engine.group_size)
 
@@ -192,21 +189,11 @@ def sample_tasks(tasks: list, num_episodes: int, per_task: int, seed: int) -> li
     return [t for t in chosen for _ in range(per_task)]
 
 
-def scripted_demos(cfg: TaskConfig, tasks: list, simulator, tok: Tokenizer, max_turns: int) -> list:
-    """Noisy scripted demonstrations: each hidden detail asked about with probability demo_ask_prob,
-    some distractor questions and free-form phrasings; many demonstrations fail."""
-    from sweet_megatron.env.agents import ScriptedAgent
-    from sweet_megatron.env.episode import run_episodes
-    from sweet_megatron.env.synthetic import ScriptPolicy
-
-    rng = random.Random(cfg.seed)
-    picked = [tasks[rng.randrange(len(tasks))] for _ in range(cfg.num_demos)]
-    demos = []
-    for k in range(0, len(picked), 64):  # a fresh plan seed per block: the same task gets varied demos
-        policy = ScriptPolicy(ask_prob=cfg.demo_ask_prob, distractor_prob=0.15, free_form_prob=0.2, seed=cfg.seed + k)
-        agent = ScriptedAgent(tok, policy, picked[k : k + 64])
-        demos += run_episodes(agent, picked[k : k + 64], simulator, max_turns=max_turns, tokenizer=tok)
-    return demos
+def scripted_demos(env: Environment, cfg: TaskConfig, tasks: list, simulator, tok: Tokenizer, max_turns: int) -> list:
+    """The environment's scripted demonstrations (task.num_demos of them) for the SFT warm start."""
+    demos = require(env, "demonstrations", "set task.num_demos=0 and give sweet.offline_episodes (SFT on its "
+                    "successful episodes), or train.steps=0 (no warm start)")
+    return demos.episodes(cfg, tasks, simulator, tok, max_turns)
 
 
 def base_sequence(tok: Tokenizer, text: str, code: str | None = None) -> list[int]:
@@ -216,12 +203,16 @@ def base_sequence(tok: Tokenizer, text: str, code: str | None = None) -> list[in
     return ids if code is None else [*ids, *tok.encode(code), tok.eot_id]
 
 
-def base_corpus(tok: Tokenizer, num_documents: int, seed: int) -> list[Sequence]:
-    """The base model's training documents (train-split functions), language-modelled on every token."""
-    from sweet_megatron.env.synthetic import base_documents
+def base_documents(env: Environment, num_documents: int, seed: int, split: str = "train") -> list[tuple]:
+    """The environment's base-model documents (task, specification, code) of `split`."""
+    corpus = require(env, "base_corpus", "stage=pretrain trains on the synthetic family's documents: use task=synthetic")
+    return corpus.documents(num_documents, seed, split=split)
 
+
+def base_corpus(env: Environment, tok: Tokenizer, num_documents: int, seed: int) -> list[Sequence]:
+    """The base model's training documents (train-split functions), language-modelled on every token."""
     out = []
-    for _, text, code in base_documents(num_documents, seed, split="train"):
+    for _, text, code in base_documents(env, num_documents, seed, split="train"):
         ids = base_sequence(tok, text, code)
         out.append(Sequence(ids, [-1] * len(ids), context_weight=1.0))
     return out
@@ -332,117 +323,75 @@ def turn_pair_groups(tok: Tokenizer, states: list[TurnState], cands: list[list[s
     return groups, [s for grp in groups for s in grp], texts
 
 
-def oracle_values(states: list[TurnState], actions: list[list[str]]) -> list[list[float]]:
-    """The synthetic oracle's value of each action of each state (rows may differ in length)."""
-    from sweet_megatron.env.synthetic import oracle_action_value
+def oracle_values(env: Environment, states: list[TurnState], actions: list[list[str]]) -> list[list[float]]:
+    """The environment oracle's value of each action of each state (rows may differ in length)."""
+    oracle = require(env, "oracle")
+    return [[oracle.action_value(s.task, s.messages, a) for a in row] for s, row in zip(states, actions, strict=True)]
 
-    return [[oracle_action_value(s.task, s.messages, a) for a in row] for s, row in zip(states, actions, strict=True)]
 
-
-def oracle_scores(states: list[TurnState], cands: list[list[str]]) -> torch.Tensor:
-    """The synthetic oracle's value [G, M] of each of M candidate actions at each of G turn states
-    (sweet.actor_scorer=oracle: a perfect per-turn critic, a diagnostic). Raises ValueError when a
-    state's task is not synthetic, as no oracle values its actions."""
+def oracle_scores(env: Environment, states: list[TurnState], cands: list[list[str]]) -> torch.Tensor:
+    """The oracle's value [G, M] of each of M candidate actions at each of G turn states
+    (sweet.actor_scorer=oracle: a perfect per-turn critic, a diagnostic). Raises ValueError when the
+    oracle does not cover a state's task, as nothing values its actions."""
     for s in states:
-        if not s.task.synthetic:
-            raise ValueError(f"sweet.actor_scorer=oracle: task {s.task.task_id!r} is not synthetic, so no oracle "
-                             "values its actions; use sweet.actor_scorer=critic (or task=synthetic)")
-    return torch.tensor(oracle_values(states, cands), dtype=torch.float32)
+        if not has_oracle(env, [s.task]):
+            raise ValueError(f"sweet.actor_scorer=oracle: no oracle values the actions of task {s.task.task_id!r} "
+                             f"(task.source={env.name}); use sweet.actor_scorer=critic (or task=synthetic)")
+    return torch.tensor(oracle_values(env, states, cands), dtype=torch.float32)
 
 
-def pair_oracle_agreement(states: list[TurnState], pairs: list[tuple]) -> dict[str, float] | None:
-    """How the actor's training pairs agree with the synthetic oracle (None unless every task is
-    synthetic): the fractions of pairs whose chosen action the oracle values higher ('agree'),
-    lower ('disagree') or the same ('tie'). Read next to the held-out credit check: this is the
-    signal the actor actually learns from."""
-    from sweet_megatron.env.synthetic import oracle_action_value
-
-    if not pairs or any(not states[g].task.synthetic for g, _, _ in pairs):
+def pair_oracle_agreement(env: Environment, states: list[TurnState], pairs: list[tuple]) -> dict[str, float] | None:
+    """How the actor's training pairs agree with the oracle (None unless it covers every task): the
+    fractions of pairs whose chosen action the oracle values higher ('agree'), lower ('disagree')
+    or the same ('tie'). Read next to the held-out credit check: this is the signal the actor
+    actually learns from."""
+    if not pairs or not has_oracle(env, [states[g].task for g, _, _ in pairs], every=True):
         return None
     signs = []
     for g, chosen, rejected in pairs:
-        before = states[g].messages
-        diff = oracle_action_value(states[g].task, before, chosen) - oracle_action_value(states[g].task, before, rejected)
+        before, task = states[g].messages, states[g].task
+        diff = env.oracle.action_value(task, before, chosen) - env.oracle.action_value(task, before, rejected)
         signs.append((diff > 0) - (diff < 0))
     n = len(signs)
     return {"pairs_oracle_agree": signs.count(1) / n, "pairs_oracle_disagree": signs.count(-1) / n,
             "pairs_oracle_tie": signs.count(0) / n}
 
 
-def oracle_candidates(tasks: list, simulator, tok: Tokenizer, max_turns: int, max_states: int = 48,
+def oracle_candidates(env: Environment, tasks: list, simulator, tok: Tokenizer, max_turns: int, max_states: int = 48,
                       seed: int = 0):
-    """Held-out turn states with a fixed menu of candidate actions whose value the oracle knows.
-
-    States: the dialogue before a turn of the scripted ask-everything agent (so some details are
-    known, some not), `max_states` of them drawn without replacement over all tasks' turns with a
-    seeded shuffle, so they spread over many tasks instead of all the turns of the first few.
-    Candidates (11 per state), all actions an agent could take from what the dialogue shows: the
-    canonical question of every topic, two distractor questions, the answer from what is known so
-    far (defaults for the rest; correct once every detail is known) and the same answer with one
-    known value miscopied. Values: synthetic.oracle_action_value (+2 correct answer, +1 a question
-    revealing a relevant unknown detail, -1 anything else).
-
-    The correct answer itself is not offered before its details are known: no agent can write it
-    there, so no collected trajectory teaches a critic anything about it (measured: a menu with it
-    made every critic prefer questions to it, docs/algorithm.md).
-    """
-    from sweet_megatron.env.agents import ScriptedAgent
-    from sweet_megatron.env.episode import run_episodes
-    from sweet_megatron.env.synthetic import (
-        ANSWER_MARK,
-        DISTRACTOR_WORDS,
-        QUESTIONS,
-        build_answer,
-        distractor_question,
-        miscopied,
-        parse_facts,
-        spec_of,
-    )
-
-    synthetic = [t for t in tasks if t.synthetic]
-    episodes = run_episodes(ScriptedAgent(tok, tasks=synthetic), synthetic, simulator, max_turns=max_turns,
-                            tokenizer=tok, score=False)
-    states, cands = [], []
-    for task, e in zip(synthetic, episodes, strict=True):
-        spec = spec_of(task)
-        msgs = e.messages()
-        for k in range(len(e.turns)):
-            state = msgs[: 1 + 2 * k]
-            facts = parse_facts(task.problem_description)
-            for m in state:
-                if m.role == "user":
-                    facts.update(parse_facts(m.content))
-            words = [w for w in DISTRACTOR_WORDS if w not in spec.distractors][:2]
-            menu = [*QUESTIONS.values(), *(distractor_question(w) for w in words),
-                    f"{ANSWER_MARK}\n{build_answer(spec.skin, facts)}",
-                    f"{ANSWER_MARK}\n{build_answer(spec.skin, miscopied(facts))}"]
-            states.append(TurnState(task, state))
-            cands.append(menu)
+    """Held-out turn states with the oracle's fixed menu of candidate actions (Oracle.menu; the
+    synthetic family's: the dialogue before each turn of its scripted ask-everything agent, every
+    question, two distractors, the answer from what is known and a miscopied one), `max_states` of
+    them drawn without replacement over all tasks' turns with a seeded shuffle, so they spread over
+    many tasks instead of all the turns of the first few. Returns (states, menus, oracle values)."""
+    menu = require(env, "oracle").menu(tasks, simulator, tok, max_turns)
+    states = [TurnState(task, state) for task, state, _ in menu]
+    cands = [row for _, _, row in menu]
     keep = sorted(random.Random(f"credit/{seed}").sample(range(len(states)), min(max_states, len(states))))
     states, cands = [states[i] for i in keep], [cands[i] for i in keep]
-    return states, cands, oracle_values(states, cands)
+    return states, cands, oracle_values(env, states, cands)
 
 
-def policy_candidates(engine, tok: Tokenizer, tasks: list, simulator, cfg: RolloutConfig, num_states: int,
-                      n: int, seed: int) -> tuple[list[TurnState], list[list[str]], list[list[float]]]:
+def policy_candidates(env: Environment, engine, tok: Tokenizer, tasks: list, simulator, cfg: RolloutConfig,
+                      num_states: int, n: int, seed: int) -> tuple[list[TurnState], list[list[str]], list[list[float]]]:
     """Held-out turn states of the actor's own, with the actions it would take there, valued by the oracle.
 
     The credit check's second population, next to the fixed menu of `oracle_candidates`: one
-    sampled episode of the actor on each of the first `num_states` synthetic held-out tasks,
-    `num_states` of their turn states drawn with a seeded shuffle, n actions sampled from the actor
-    at each (with another seed than the episodes, so the first is not the episode's own action), and
-    each distinct action kept once, in first-sampled order. These are the kind of actions the actor
-    stage ranks, on tasks neither the actor nor the critic trained on. Returns (states, actions per
-    state, oracle value of each action).
+    sampled episode of the actor on each of the first `num_states` held-out tasks the oracle
+    covers, `num_states` of their turn states drawn with a seeded shuffle, n actions sampled from the
+    actor at each (with another seed than the episodes, so the first is not the episode's own
+    action), and each distinct action kept once, in first-sampled order. These are the kind of
+    actions the actor stage ranks, on tasks neither the actor nor the critic trained on. Returns
+    (states, actions per state, oracle value of each action).
     """
-    synthetic = [t for t in tasks if t.synthetic][:num_states]
-    episodes = rollout(engine, tok, synthetic, simulator, cfg, greedy=False, seed=seed)
-    states = sample_states(episodes, {t.task_id: t for t in synthetic}, num_states, seed)
+    covered = [t for t in tasks if has_oracle(env, [t])][:num_states]
+    episodes = rollout(engine, tok, covered, simulator, cfg, greedy=False, seed=seed, env=env)
+    states = sample_states(episodes, {t.task_id: t for t in covered}, num_states, seed)
     actions = [list(dict.fromkeys(row)) for row in candidates(engine, tok, states, n, cfg, seed + 1)]
-    return states, actions, oracle_values(states, actions)
+    return states, actions, oracle_values(env, states, actions)
 
 
-def credit_accuracy(scores: torch.Tensor, states: list, actions: list[tuple[int, str]],
+def credit_accuracy(env: Environment, scores: torch.Tensor, states: list, actions: list[tuple[int, str]],
                     oracle: list[list[float]]) -> dict:
     """Turn-ranking accuracy of scores [A] (one per (state index, action) in `actions`, grouped by
     state in order) against the oracle values, over all pairs and by kind of pair: between two
@@ -450,14 +399,13 @@ def credit_accuracy(scores: torch.Tensor, states: list, actions: list[tuple[int,
     says), among them the questions whose value only the code decides (where the reference can help
     with questions at all), between two answers, and a question against an answer ("mixed")."""
     from sweet_megatron.algorithms.ranking import pairwise_ranking_accuracy
-    from sweet_megatron.env.episode import extract_answer
-    from sweet_megatron.env.synthetic import depends_on_hidden_code
 
+    judge = require(env, "oracle")
     values = torch.tensor([v for row in oracle for v in row], dtype=torch.float64)
     groups = torch.tensor([g for g, _ in actions])
-    is_answer = torch.tensor([extract_answer(c) is not None for _, c in actions], dtype=torch.bool)
-    hidden_code = torch.tensor([depends_on_hidden_code(states[g].task, states[g].messages, c) for g, c in actions],
-                               dtype=torch.bool)
+    is_answer = torch.tensor([env.protocol.extract_answer(c) is not None for _, c in actions], dtype=torch.bool)
+    hidden_code = torch.tensor([judge.depends_on_hidden_code(states[g].task, states[g].messages, c)
+                                for g, c in actions], dtype=torch.bool)
     acc, n = pairwise_ranking_accuracy(scores, values, groups)
     result = {"turn_ranking_accuracy": float(acc), "pairs": n}
     for kind, keep in {"questions": ~is_answer, "answers": is_answer, "code_questions": hidden_code}.items():
@@ -541,7 +489,8 @@ def content_task_id(task_record: dict) -> str:
     return "task-" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
-def load_episodes(path: str | Path, scorer=None, max_turns: int | None = None) -> tuple[list, dict]:
+def load_episodes(path: str | Path, protocol: AnswerProtocol, scorer=None,
+                  max_turns: int | None = None) -> tuple[list, dict]:
     """Episodes from a JSONL file in either layout of `to_reference_record`: (episodes, tasks by id).
 
     Each line: {"task": {ColBench task record}, "dialogue_history": [{"role": "user"|"assistant",
@@ -553,12 +502,13 @@ def load_episodes(path: str | Path, scorer=None, max_turns: int | None = None) -
     task pair however the file is ordered. Episodes without "reward" are scored by `scorer`
     (default: the sandboxed backend evaluator, env.evaluator.score_answers) on their "answer", in
     one batch; their task records then need "test_cases".
-    Each episode opens as a live one of its task would (env.episode.episode_opening, with
-    `max_turns`, default the episode loop's): ColBench's instructions and the problem as the
-    person's first message for real tasks, the demo's system message for synthetic ones.
+    Each episode opens as a live one of the run's environment would (`protocol.opening`, the
+    environment's, with `max_turns`, default the episode loop's): ColBench's instructions and the
+    problem as the person's first message for the ColBench backend, the demo's system message for
+    the synthetic family.
     """
-    from sweet_megatron.env.episode import MAX_TURNS, Episode, Turn, episode_opening
-    from sweet_megatron.env.tasks import Task, iter_jsonl
+    from sweet_megatron.env.colbench_backend.tasks import Task, iter_jsonl
+    from sweet_megatron.env.episode import MAX_TURNS, Episode, Turn
 
     episodes, tasks, unscored = [], {}, []
     for where, _, rec in iter_jsonl(path, EpisodeFormatError):
@@ -578,7 +528,7 @@ def load_episodes(path: str | Path, scorer=None, max_turns: int | None = None) -
         if history and isinstance(history[0], dict) and history[0].get("role") == "user":
             history = history[1:]  # the reference layout: the problem statement opens the dialogue
         answer = rec.get("answer")
-        system, problem = episode_opening(task, max_turns or MAX_TURNS)
+        system, problem = protocol.opening(task, max_turns or MAX_TURNS)
         e = Episode(len(episodes), task.task_id, system, problem_message=problem,
                     answer=answer if isinstance(answer, str) else None, reward=reward or 0.0,
                     success=reward is not None and reward >= 1.0, done=True)
@@ -603,7 +553,7 @@ def load_episodes(path: str | Path, scorer=None, max_turns: int | None = None) -
         tasks.setdefault(task.task_id, task)
     if unscored:
         if scorer is None:
-            from sweet_megatron.env.evaluator import score_answers as scorer
+            from sweet_megatron.env.colbench_backend.evaluator import score_answers as scorer
         log.info("%s: scoring %d episodes without a reward with the evaluator", path, len(unscored))
         for e, score in zip(unscored, scorer([tasks[e.task_id] for e in unscored], [e.answer for e in unscored]),
                             strict=True):

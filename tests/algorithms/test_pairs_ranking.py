@@ -141,7 +141,7 @@ def test_distinct_actions_score_copies_once_and_never_pair_them():
 def test_trajectory_pair_groups_follow_the_strategy_and_show_the_reference():
     from sweet_megatron.env.bytetok import ByteTokenizer
     from sweet_megatron.env.episode import Episode, Turn
-    from sweet_megatron.env.synthetic import generate_tasks
+    from sweet_megatron.env.synthetic.family import generate_tasks
     from sweet_megatron.training.episodes import trajectory_pair_groups
 
     (task,) = generate_tasks(1, seed=3)

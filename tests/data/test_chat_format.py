@@ -63,16 +63,19 @@ def test_labels_cover_exactly_assistant_content_and_eot(llama3_tok, meta_tokeniz
 def test_episode_critic_and_simulator_prompts_use_the_same_rendering(llama3_tok, meta_tokenizer):
     """The prompts the episode loop builds incrementally (agent), the critic's view and the LLM
     simulator's prompt are all Meta's encoding of their messages."""
-    from sweet_megatron.env.agents import ScriptedAgent
     from sweet_megatron.env.episode import run_episodes
-    from sweet_megatron.env.simulators import EngineChatBackend, LLMSimulator, RuleBasedSimulator
-    from sweet_megatron.env.synthetic import generate_tasks
+    from sweet_megatron.env.simulators import EngineChatBackend, LLMSimulator
+    from sweet_megatron.env.synthetic.demos import ScriptedAgent
+    from sweet_megatron.env.synthetic.family import generate_tasks
+    from sweet_megatron.env.synthetic.protocol import PROTOCOL
+    from sweet_megatron.env.synthetic.simulator import SyntheticSimulator
     from sweet_megatron.rollout.base import Generation
     from sweet_megatron.training.episodes import critic_view
 
     chat = ChatFormat(meta_tokenizer)
     tasks = generate_tasks(4, seed=3)
-    episodes = run_episodes(ScriptedAgent(llama3_tok, tasks=tasks), tasks, RuleBasedSimulator(), score=False)
+    episodes = run_episodes(ScriptedAgent(llama3_tok, tasks=tasks), tasks, SyntheticSimulator(), score=False,
+                            protocol=PROTOCOL)
     assert max(len(e.turns) for e in episodes) >= 3
     for ep, task in zip(episodes, tasks):
         msgs = ep.messages()

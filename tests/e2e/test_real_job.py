@@ -42,7 +42,7 @@ def _run(cmd: list[str], timeout: int = 600) -> str:
 
 def _offline_file(path: Path, train_file: Path) -> None:
     """3 rollouts per task in the reference layout, in the reference's k blocks; one right answer."""
-    from sweet_megatron.env.tasks import load_tasks
+    from sweet_megatron.env.colbench_backend.tasks import load_tasks
 
     tasks = load_tasks(train_file)
     records = []

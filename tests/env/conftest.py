@@ -12,6 +12,6 @@ BACKEND_RECORDS = "builtin:colbench/backend_test_0-199.jsonl"
 @pytest.fixture(scope="session")
 def real_tasks():
     """The 200 real ColBench backend records shipped with the package (always present)."""
-    from sweet_megatron.env.tasks import load_tasks
+    from sweet_megatron.env.colbench_backend.tasks import load_tasks
 
     return load_tasks(resolve_builtin(BACKEND_RECORDS))

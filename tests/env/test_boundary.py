@@ -4,10 +4,10 @@ evaluator on comparison-style tests an always-equal answer used to pass."""
 import pytest
 
 from sweet_megatron.builtin import resolve_builtin
-from sweet_megatron.env.boundary import SplitError, split_test
-from sweet_megatron.env.evaluator import BackendEvaluator, EvaluatorConfig
+from sweet_megatron.env.colbench_backend.boundary import SplitError, split_test
+from sweet_megatron.env.colbench_backend.evaluator import BackendEvaluator, EvaluatorConfig
+from sweet_megatron.env.colbench_backend.tasks import Task
 from sweet_megatron.env.sandbox import SandboxConfig
-from sweet_megatron.env.tasks import Task
 
 TASKS_FILE = resolve_builtin("builtin:colbench/backend_test_0-199.jsonl")
 

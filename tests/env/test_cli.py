@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sweet_megatron.env import cli
-from sweet_megatron.env.tasks import load_tasks
+from sweet_megatron.env.colbench_backend.tasks import load_tasks
 
 
 @pytest.fixture(scope="module")

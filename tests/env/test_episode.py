@@ -5,18 +5,15 @@ import pytest
 
 from sweet_megatron.data.chat import Message, action_ids, render_dialogue, render_prompt
 from sweet_megatron.data.tokenizer import train_sentencepiece
-from sweet_megatron.env.agents import EngineAgent, ScriptedAgent
+from sweet_megatron.env.agents import EngineAgent
 from sweet_megatron.env.bytetok import ByteTokenizer
-from sweet_megatron.env.episode import (
-    COLBENCH_SYSTEM_PROMPT,
-    SYSTEM_PROMPT,
-    extract_answer,
-    final_answer,
-    run_episodes,
-)
-from sweet_megatron.env.evaluator import BackendEvaluator
-from sweet_megatron.env.simulators import RuleBasedSimulator
-from sweet_megatron.env.synthetic import (
+from sweet_megatron.env.colbench_backend.environment import PROTOCOL as BACKEND
+from sweet_megatron.env.colbench_backend.environment import SYSTEM_PROMPT as COLBENCH_SYSTEM_PROMPT
+from sweet_megatron.env.colbench_backend.evaluator import BackendEvaluator
+from sweet_megatron.env.colbench_backend.simulator import CodeReplySimulator
+from sweet_megatron.env.episode import run_episodes
+from sweet_megatron.env.synthetic.demos import ScriptedAgent
+from sweet_megatron.env.synthetic.family import (
     QUESTIONS,
     ScriptPolicy,
     generate_tasks,
@@ -24,6 +21,8 @@ from sweet_megatron.env.synthetic import (
     spec_of,
     tariff_code,
 )
+from sweet_megatron.env.synthetic.protocol import PROTOCOL, SYSTEM_PROMPT
+from sweet_megatron.env.synthetic.simulator import SyntheticSimulator
 from sweet_megatron.rollout.base import Generation, RolloutEngine, SamplingParams
 
 
@@ -58,7 +57,7 @@ class Counting:
 def test_scripted_episodes_lockstep_and_exact_ids(tasks, sp_tok, tokenizer):
     tok = sp_tok if tokenizer == "sentencepiece" else ByteTokenizer()
     agent = Counting(ScriptedAgent(tok))
-    episodes = run_episodes(agent, tasks, RuleBasedSimulator())
+    episodes = run_episodes(agent, tasks, SyntheticSimulator(), protocol=PROTOCOL)
     difficulties = [spec_of(t).difficulty for t in tasks]
     assert [len(ep.turns) for ep in episodes] == [d + 1 for d in difficulties]
     # one agent call per turn; an episode leaves the batch once it answers
@@ -68,7 +67,7 @@ def test_scripted_episodes_lockstep_and_exact_ids(tasks, sp_tok, tokenizer):
         msgs = ep.messages()
         assert msgs[0] == Message("system", SYSTEM_PROMPT.format(problem_description=task.problem_description))
         assert [m.role for m in msgs[1:]] == ["assistant", "user"] * (len(ep.turns) - 1) + ["assistant"]
-        assert ep.answer == extract_answer(ep.turns[-1].action_text) == task.ground_truth
+        assert ep.answer == PROTOCOL.extract_answer(ep.turns[-1].action_text) == task.ground_truth
         assert ep.turns[-1].simulator_reply is None
         for k, turn in enumerate(ep.turns):
             assert turn.prompt_ids == render_prompt(tok, msgs[: 1 + 2 * k])
@@ -81,7 +80,7 @@ def test_last_turn_without_marker_is_the_answer(tasks):
     tok = ByteTokenizer()
     agent = ScriptedAgent(tok, ScriptPolicy(distractor_prob=1.0))
     hard = [t for t in tasks if spec_of(t).difficulty == 4]
-    episodes = run_episodes(agent, hard, RuleBasedSimulator(), max_turns=2)
+    episodes = run_episodes(agent, hard, SyntheticSimulator(), max_turns=2, protocol=PROTOCOL)
     for ep in episodes:
         assert len(ep.turns) == 2 and ep.answer == ep.turns[1].action_text and ep.reward == 0.0 and not ep.success
         assert ep.turns[0].simulator_reply is not None and ep.turns[1].simulator_reply is None
@@ -93,10 +92,10 @@ def test_last_turn_without_marker_is_the_answer(tasks):
     code = tariff_code(spec.skin, spec.params)
     params = SamplingParams(temperature=0.0, max_tokens=16, stop_token_ids=(tok.eot_id,))
     ep, = run_episodes(EngineAgent(TurnEngine(tok, ["What is the rate?", code]), tok, params), [task],
-                       RuleBasedSimulator(), max_turns=2, evaluator=BackendEvaluator())
+                       SyntheticSimulator(), max_turns=2, evaluator=BackendEvaluator(), protocol=PROTOCOL)
     assert ep.answer == code.strip() and ep.success and ep.reward == 1.0
     ep, = run_episodes(EngineAgent(TurnEngine(tok, ["What is the rate?", code, "Anything else?"]), tok, params),
-                       [task], RuleBasedSimulator(), max_turns=3, evaluator=BackendEvaluator())
+                       [task], SyntheticSimulator(), max_turns=3, evaluator=BackendEvaluator(), protocol=PROTOCOL)
     assert ep.turns[1].simulator_reply is not None and ep.answer == "Anything else?" and ep.reward == 0.0
 
 
@@ -105,7 +104,7 @@ def test_real_tasks_open_with_colbench_protocol(real_tasks):
     tok = ByteTokenizer()
     engine = TurnEngine(tok, ["Which units?", "I WANT TO ANSWER:\ndef f(): pass"])
     agent = EngineAgent(engine, tok, SamplingParams(temperature=0.0, max_tokens=16, stop_token_ids=(tok.eot_id,)))
-    episodes = run_episodes(agent, real_tasks[:2], RuleBasedSimulator(), score=False)
+    episodes = run_episodes(agent, real_tasks[:2], CodeReplySimulator(), score=False, protocol=BACKEND)
     for ep, task in zip(episodes, real_tasks[:2]):
         msgs = ep.messages()
         assert msgs[0] == Message("system", COLBENCH_SYSTEM_PROMPT.format(max_turns=10))
@@ -121,7 +120,7 @@ def test_real_tasks_open_with_colbench_protocol(real_tasks):
 
 def test_scripted_agent_on_real_task_is_a_clear_error(real_tasks):
     with pytest.raises(ValueError, match="is not a synthetic tariff-v1 task"):
-        run_episodes(ScriptedAgent(ByteTokenizer()), real_tasks[:1], RuleBasedSimulator(), score=False)
+        run_episodes(ScriptedAgent(ByteTokenizer()), real_tasks[:1], CodeReplySimulator(), score=False)
 
 
 def test_scripted_agent_finds_tasks_by_description(tasks):
@@ -162,7 +161,7 @@ def test_engine_agent_records_logprobs_and_extends_prompts(tasks):
     answer = "I WANT TO ANSWER:\n```python\n" + tariff_code(spec.skin, spec.params) + "\n```"
     engine = TurnEngine(tok, ["What is the rate?", "What is the maxi", answer], stop=(True, False, True))
     agent = EngineAgent(engine, tok, SamplingParams(temperature=0.0, max_tokens=16, stop_token_ids=(tok.eot_id,)))
-    episodes = run_episodes(agent, [task, task], RuleBasedSimulator(), evaluator=BackendEvaluator())
+    episodes = run_episodes(agent, [task, task], SyntheticSimulator(), evaluator=BackendEvaluator(), protocol=PROTOCOL)
     assert [len(c) for c in engine.calls] == [2, 2, 2]  # one generate call per turn for the batch
     ep = episodes[0]
     assert ep.success and ep.reward == 1.0
@@ -185,6 +184,7 @@ def test_engine_agent_validates_params():
 
 
 def test_extract_answer():
+    extract_answer, final_answer = PROTOCOL.extract_answer, PROTOCOL.final_answer
     assert extract_answer("ok I WANT TO ANSWER:  def f(): pass ") == "def f(): pass"
     assert extract_answer("What is the rate?") is None
     # the reference takes split(marker)[1]: a repeated marker ends the answer
@@ -192,3 +192,15 @@ def test_extract_answer():
     assert final_answer("What is the rate?", last_turn=False) is None
     assert final_answer(" def f(): pass ", last_turn=True) == "def f(): pass"
     assert final_answer("x I WANT TO ANSWER: y", last_turn=True) == "y"
+    assert BACKEND.final_answer(" def f(): pass ", last_turn=True) == "def f(): pass"  # the same rule in both
+
+
+def test_default_protocol_is_the_backend_one(real_tasks):
+    """Without a protocol (and simulator) the loop plays the ColBench backend's, as documented."""
+    tok = ByteTokenizer()
+    engine = TurnEngine(tok, ["Which units?", "I WANT TO ANSWER:\ndef f(): pass"])
+    agent = EngineAgent(engine, tok, SamplingParams(temperature=0.0, max_tokens=16, stop_token_ids=(tok.eot_id,)))
+    default = run_episodes(agent, real_tasks[:1], score=False)[0]
+    engine.calls.clear()
+    explicit = run_episodes(agent, real_tasks[:1], CodeReplySimulator(), score=False, protocol=BACKEND)[0]
+    assert default.messages() == explicit.messages()

@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 
-from sweet_megatron.env import evaluator as evaluator_module
 from sweet_megatron.env import sandbox as sandbox_module
-from sweet_megatron.env.evaluator import (
+from sweet_megatron.env.colbench_backend import evaluator as evaluator_module
+from sweet_megatron.env.colbench_backend.evaluator import (
     BackendEvaluator,
     EvaluatorConfig,
     Opaque,
@@ -16,9 +16,16 @@ from sweet_megatron.env.evaluator import (
     extract_code,
     values_equal,
 )
+from sweet_megatron.env.colbench_backend.tasks import Task
 from sweet_megatron.env.sandbox import SandboxConfig, run_tests
-from sweet_megatron.env.synthetic import ANSWER_MARK, ScriptPolicy, generate_tasks, scripted_action, spec_of
-from sweet_megatron.env.tasks import Task
+from sweet_megatron.env.synthetic.family import (
+    ANSWER_MARK,
+    ScriptPolicy,
+    generate_tasks,
+    scripted_action,
+    spec_of,
+    template_test_results,
+)
 
 REFERENCE = "def f(x):\n    return x * 2 + 1\n"
 TASK = Task("Double plus one. The signature of the function is: def f(x)", REFERENCE, REFERENCE,
@@ -201,8 +208,8 @@ def test_synthetic_fast_path_agrees_with_the_sandbox():
     ]
     tasks += [tasks[0]] * len(odd)
     answers += odd
-    fast = BackendEvaluator(EvaluatorConfig(synthetic_fast_path=True)).score(tasks, answers)
-    slow = BackendEvaluator(EvaluatorConfig(synthetic_fast_path=False)).score(tasks, answers)
+    fast = BackendEvaluator(fast_path=template_test_results).score(tasks, answers)
+    slow = BackendEvaluator().score(tasks, answers)
     assert [s.passed for s in fast] == [s.passed for s in slow]
     assert [s.details["backend"] for s in fast[-len(odd):]] == ["interpreter"] * 6 + [slow[0].details["backend"], "interpreter"]
     assert any(0 < s.reward < 1 for s in fast[:24]) and fast[-1].success

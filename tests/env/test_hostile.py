@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from sweet_megatron.env import evaluator as evaluator_module
 from sweet_megatron.env import sandbox as sandbox_module
-from sweet_megatron.env.evaluator import BackendEvaluator, EvaluatorConfig
+from sweet_megatron.env.colbench_backend import evaluator as evaluator_module
+from sweet_megatron.env.colbench_backend.evaluator import BackendEvaluator, EvaluatorConfig
+from sweet_megatron.env.colbench_backend.tasks import Task, save_tasks
 from sweet_megatron.env.sandbox import UID_RANGE, SandboxConfig
-from sweet_megatron.env.tasks import Task, save_tasks
 
 CORPUS = sorted((Path(__file__).parent / "hostile").glob("*.py"))
 REFERENCE = "def solve(x):\n    # REFERENCE-MARKER-7731 (steal_reference.py looks for this)\n    return x * 2 + 1\n"

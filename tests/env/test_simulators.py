@@ -11,17 +11,16 @@ import pytest
 
 from sweet_megatron.data.chat import Message
 from sweet_megatron.env.bytetok import ByteTokenizer
+from sweet_megatron.env.colbench_backend.simulator import UNKNOWN_REPLY, CodeReplySimulator, code_reply
+from sweet_megatron.env.colbench_backend.tasks import Task
 from sweet_megatron.env.simulators import (
-    UNKNOWN_REPLY,
     EngineChatBackend,
     LLMSimulator,
     OpenAIChatBackend,
-    RuleBasedSimulator,
     SimulatorError,
-    code_reply,
 )
-from sweet_megatron.env.synthetic import generate_tasks
-from sweet_megatron.env.tasks import Task
+from sweet_megatron.env.synthetic.family import generate_tasks
+from sweet_megatron.env.synthetic.simulator import SyntheticSimulator
 from sweet_megatron.rollout.base import Generation, RolloutEngine
 
 REFERENCE = (
@@ -55,7 +54,7 @@ def test_code_reply_by_hand():
 
 
 def test_rule_based_on_real_records(real_tasks):
-    sim = RuleBasedSimulator()
+    sim = CodeReplySimulator()
     questions = ["What should the function return?", "What are the inputs and their types?",
                  "Are there any special cases?", "What value do you use for the threshold?"]
     for task in real_tasks:
@@ -71,7 +70,7 @@ def test_rule_based_on_real_records(real_tasks):
 
 def test_rule_based_on_synthetic():
     task = generate_tasks(1, seed=2)[0]
-    reply = RuleBasedSimulator().respond([task], [ask("What is the maximum?")])[0]
+    reply = SyntheticSimulator().respond([task], [ask("What is the maximum?")])[0]
     cap, noun = task.synthetic["params"]["cap"], task.ground_truth.split("\n")[1].split()[0]
     assert reply == f"The maximum is {cap} ({noun} = min({noun}, {cap}))."
 
@@ -244,9 +243,9 @@ class Recording:
 
 def test_engine_simulator_feeds_the_prompt_and_returns_its_generation(tiny_simulator_dir):
     from sweet_megatron.data.chat import render_prompt
-    from sweet_megatron.env.simulators import build_simulator
+    from sweet_megatron.env.simulators import build_llm_simulator
 
-    sim = build_simulator(engine_config(tiny_simulator_dir, max_tokens=7), seed=0)
+    sim = build_llm_simulator(engine_config(tiny_simulator_dir, max_tokens=7), seed=0)
     backend = sim.backend
     tok = backend.tokenizer
     assert (backend.params.temperature, backend.params.max_tokens) == (0.0, 7)
@@ -262,21 +261,22 @@ def test_engine_simulator_feeds_the_prompt_and_returns_its_generation(tiny_simul
         assert 1 <= len(output) <= 7  # the token cap
         assert reply == (tok.decode(output).strip()[:400] or "I don't know.")
     # greedy and deterministic: a second simulator from the same files says the same
-    assert build_simulator(engine_config(tiny_simulator_dir, max_tokens=7), seed=1).respond(
+    assert build_llm_simulator(engine_config(tiny_simulator_dir, max_tokens=7), seed=1).respond(
         [TASK, TASK], dialogues) == replies
 
 
 def test_engine_simulator_replies_enter_the_dialogue(tiny_simulator_dir):
-    from sweet_megatron.env.agents import ScriptedAgent
     from sweet_megatron.env.episode import run_episodes
-    from sweet_megatron.env.simulators import build_simulator
+    from sweet_megatron.env.simulators import build_llm_simulator
+    from sweet_megatron.env.synthetic.demos import ScriptedAgent
+    from sweet_megatron.env.synthetic.protocol import PROTOCOL
 
-    sim = build_simulator(engine_config(tiny_simulator_dir, max_tokens=5))
+    sim = build_llm_simulator(engine_config(tiny_simulator_dir, max_tokens=5))
     sim.backend.engine = rec = Recording(sim.backend.engine)
     sim.max_chars = 12
     tasks = generate_tasks(2, seed=1)
     agent_tok = ByteTokenizer()
-    episodes = run_episodes(ScriptedAgent(agent_tok, tasks=tasks), tasks, sim, score=False)
+    episodes = run_episodes(ScriptedAgent(agent_tok, tasks=tasks), tasks, sim, score=False, protocol=PROTOCOL)
     asked = [t for ep in episodes for t in ep.turns if t.simulator_reply is not None]
     assert asked and len(rec.prompts) == max(len(ep.turns) for ep in episodes) - 1
     outputs = [o for call in rec.outputs for o in call]
@@ -291,14 +291,14 @@ def test_engine_simulator_replies_enter_the_dialogue(tiny_simulator_dir):
 
 def test_engine_simulator_config_errors(tiny_simulator_dir, tmp_path):
     from sweet_megatron.config import ConfigError, SimulatorConfig
-    from sweet_megatron.env.simulators import build_simulator
+    from sweet_megatron.env.simulators import build_llm_simulator
 
     with pytest.raises(ConfigError, match="simulator.checkpoint"):
         SimulatorConfig(kind="engine")
     with pytest.raises(ConfigError, match="simulator.engine"):
         SimulatorConfig(kind="engine", checkpoint="x", engine="tpu")
     with pytest.raises(ValueError, match=f"simulator.checkpoint={tmp_path}"):
-        build_simulator(SimulatorConfig(kind="engine", checkpoint=str(tmp_path)))
+        build_llm_simulator(SimulatorConfig(kind="engine", checkpoint=str(tmp_path)))
     from sweet_megatron.data.tokenizer import train_sentencepiece
     from sweet_megatron.env.simulators import HUMAN_PROMPT
 
@@ -307,7 +307,7 @@ def test_engine_simulator_config_errors(tiny_simulator_dir, tmp_path):
     big = SimulatorConfig(kind="engine", checkpoint=str(tiny_simulator_dir / "hf"), tokenizer_kind="sentencepiece",
                           tokenizer_path=str(tmp_path / "big.model"))
     with pytest.raises(ValueError, match="simulator.tokenizer_path"):
-        build_simulator(big)
+        build_llm_simulator(big)
 
 
 def test_history_shows_the_problem_once_in_either_protocol():

@@ -5,12 +5,10 @@ import collections
 
 import pytest
 
-from sweet_megatron.env.evaluator import ordered_tests
-from sweet_megatron.env.synthetic import (
+from sweet_megatron.env.colbench_backend.evaluator import ordered_tests
+from sweet_megatron.env.colbench_backend.tasks import Task
+from sweet_megatron.env.synthetic.family import (
     ANSWER_MARK,
-    ORACLE_BAD,
-    ORACLE_CORRECT_ANSWER,
-    ORACLE_USEFUL_QUESTION,
     QUESTIONS,
     ScriptPolicy,
     SyntheticSpec,
@@ -18,7 +16,6 @@ from sweet_megatron.env.synthetic import (
     build_answer,
     generate_tasks,
     miscopied,
-    oracle_action_value,
     parse_facts,
     parse_question,
     scripted_action,
@@ -29,7 +26,12 @@ from sweet_megatron.env.synthetic import (
     tariff_value,
     wrong_guess_survivors,
 )
-from sweet_megatron.env.tasks import Task
+from sweet_megatron.env.synthetic.oracle import (
+    ORACLE_BAD,
+    ORACLE_CORRECT_ANSWER,
+    ORACLE_USEFUL_QUESTION,
+    oracle_action_value,
+)
 
 # A hand-built task: rate 3, fee of 10 above 20, cap 500, 1 decimal; rate, rule and amount hidden.
 SPEC = SyntheticSpec(
@@ -253,7 +255,7 @@ def test_spec_validation():
 def test_base_documents_state_every_detail_and_hold_no_dialogue():
     """A base-model document states each hidden detail in its canonical sentence (so the code follows
     from the text alone), asks nothing, uses training functions only, and is reproducible."""
-    from sweet_megatron.env.synthetic import base_documents, parse_facts
+    from sweet_megatron.env.synthetic.family import base_documents, parse_facts
 
     docs = base_documents(60, seed=3)
     assert docs == base_documents(60, seed=3) and docs != base_documents(60, seed=4)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sweet_megatron.env.tasks import Task, TaskFormatError, load_tasks, save_tasks
+from sweet_megatron.env.colbench_backend.tasks import Task, TaskFormatError, load_tasks, save_tasks
 
 GOOD = {
     "problem_description": "Add two numbers.The signature of the function is: def add(a, b)",
@@ -49,7 +49,7 @@ def test_round_trip(tmp_path):
         ({**GOOD, "test_cases": {"test1": 3}}, "t.jsonl:2: field 'test_cases.test1' must be a non-empty string"),
         ({**GOOD, "problem_description": "Add."}, "t.jsonl:2: field 'problem_description' must end with"),
         ({**GOOD, "hidden_information": None}, "t.jsonl:2: field 'hidden_information' must be a string, got NoneType"),
-        ({**GOOD, "synthetic": {"family": "other"}}, "t.jsonl:2: field 'synthetic':"),
+        ({**GOOD, "synthetic": [1]}, "t.jsonl:2: field 'synthetic' must be an object"),
     ],
 )
 def test_malformed_record_names_file_line_field(tmp_path, record, message):
@@ -58,6 +58,16 @@ def test_malformed_record_names_file_line_field(tmp_path, record, message):
         load_tasks(path)
     assert message in str(err.value)
     assert str(tmp_path) in str(err.value)
+
+
+def test_synthetic_check_names_file_line_field(tmp_path):
+    """The synthetic family checks its own field when asked (the backend loader only wants an object)."""
+    from sweet_megatron.env.synthetic.family import check_record
+
+    path = write_lines(tmp_path / "t.jsonl", [GOOD, {**GOOD, "synthetic": {"family": "other"}}])
+    assert len(load_tasks(path)) == 2
+    with pytest.raises(TaskFormatError, match=r"t.jsonl:2: field 'synthetic': family 'other' is not 'tariff-v1'"):
+        load_tasks(path, check=check_record)
 
 
 def test_missing_file_is_clear(tmp_path):

@@ -42,11 +42,12 @@ OVERRIDES = [
 def offline_episodes(path: Path) -> Path:
     """Scripted episodes in the reference layout: per task, agents asking about 0%, 50%, 100% of the details."""
     from sweet_megatron.config import TaskConfig
-    from sweet_megatron.env.agents import ScriptedAgent
     from sweet_megatron.env.bytetok import ByteTokenizer
     from sweet_megatron.env.episode import run_episodes
-    from sweet_megatron.env.simulators import RuleBasedSimulator
-    from sweet_megatron.env.synthetic import ScriptPolicy
+    from sweet_megatron.env.synthetic.demos import ScriptedAgent
+    from sweet_megatron.env.synthetic.family import ScriptPolicy
+    from sweet_megatron.env.synthetic.protocol import PROTOCOL
+    from sweet_megatron.env.synthetic.simulator import SyntheticSimulator
     from sweet_megatron.training.episodes import load_task_splits, save_episodes
 
     train, _ = load_task_splits(TaskConfig(num_train=24, num_eval=4))
@@ -54,7 +55,7 @@ def offline_episodes(path: Path) -> Path:
     episodes = []
     for ask in (0.0, 0.5, 1.0):
         agent = ScriptedAgent(ByteTokenizer(), ScriptPolicy(ask_prob=ask, seed=1), tasks)
-        episodes += run_episodes(agent, tasks, RuleBasedSimulator(), max_turns=3)
+        episodes += run_episodes(agent, tasks, SyntheticSimulator(), max_turns=3, protocol=PROTOCOL)
     save_episodes(path, episodes, {t.task_id: t for t in tasks})
     return path
 

@@ -16,7 +16,7 @@ from sweet_megatron.config import load_config
 from sweet_megatron.data.chat import Message
 from sweet_megatron.data.packing import collate
 from sweet_megatron.env.bytetok import ByteTokenizer
-from sweet_megatron.env.tasks import load_tasks
+from sweet_megatron.env.colbench_backend.tasks import load_tasks
 from sweet_megatron.training import episodes as ep
 from sweet_megatron.training.stages.context import StageContext
 from sweet_megatron.training.stages.critic import score_candidates

@@ -17,7 +17,7 @@ from sweet_megatron.config import load_config
 from sweet_megatron.data.chat import Message
 from sweet_megatron.data.packing import Sequence, collate, pack_groups
 from sweet_megatron.env.bytetok import ByteTokenizer
-from sweet_megatron.env.tasks import load_tasks
+from sweet_megatron.env.colbench_backend.tasks import load_tasks
 from sweet_megatron.training import episodes as ep
 from sweet_megatron.training.losses import actor_dpo_loss_fn, critic_loss_fn, trajectory_dpo_loss_fn
 

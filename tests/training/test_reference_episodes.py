@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 
 from sweet_megatron.env.bytetok import ByteTokenizer
-from sweet_megatron.env.episode import COLBENCH_SYSTEM_PROMPT, MAX_TURNS
-from sweet_megatron.env.tasks import load_tasks
+from sweet_megatron.env.colbench_backend.environment import PROTOCOL
+from sweet_megatron.env.colbench_backend.environment import SYSTEM_PROMPT as COLBENCH_SYSTEM_PROMPT
+from sweet_megatron.env.colbench_backend.tasks import load_tasks
+from sweet_megatron.env.episode import MAX_TURNS
 from sweet_megatron.training.episodes import load_episodes, save_episodes, trajectory_pair_groups
 
 SAMPLE = "builtin:colbench/backend_test_0-199.jsonl"
@@ -44,7 +46,7 @@ def test_reference_layout_pairs_rollouts_by_content_and_scores_missing_rewards(t
     path = tmp_path / "offline.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
-    episodes, by_id = load_episodes(path)
+    episodes, by_id = load_episodes(path, PROTOCOL)
     assert len(episodes) == 9 and len(by_id) == 3
     # the three rollouts of each task share one content id, in the reference's block order
     ids = [e.task_id for e in episodes]
@@ -81,7 +83,7 @@ def test_export_to_reference_layout_round_trips(tmp_path):
         r["reward"] = 1.0
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
-    episodes, by_id = load_episodes(src)
+    episodes, by_id = load_episodes(src, PROTOCOL)
     out = tmp_path / "out.jsonl"
     save_episodes(out, episodes, by_id, layout="reference")
     exported = [json.loads(line) for line in out.read_text().splitlines()]
@@ -90,6 +92,6 @@ def test_export_to_reference_layout_round_trips(tmp_path):
         assert got["dialogue_history"] == [{"role": d["role"], "content": d["content"]}
                                            for d in want["dialogue_history"]]
         assert got["reward"] == 1.0
-    again, by_id2 = load_episodes(out)
+    again, by_id2 = load_episodes(out, PROTOCOL)
     assert [e.task_id for e in again] == [e.task_id for e in episodes]
     assert [e.messages() for e in again] == [e.messages() for e in episodes]

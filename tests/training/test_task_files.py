@@ -24,7 +24,7 @@ def test_train_and_eval_files_keep_their_rows_in_order(tmp_path):
     train.write_text("\n".join(_rows(12)) + "\n")
     test.write_text("\n".join(_rows(8, start=100)) + "\n")
     val: list = []
-    tr, held = load_task_splits(TaskConfig(source="colbench", train_file=str(train), eval_file=str(test),
+    tr, held = load_task_splits(TaskConfig(source="colbench_backend", train_file=str(train), eval_file=str(test),
                                            eval_limit=5, val_size=3), val)
     descriptions = [json.loads(line)["problem_description"] for line in _rows(12)]
     # the held-out set is the first eval_limit rows of the eval file, in file order
@@ -39,7 +39,7 @@ def test_train_and_eval_files_keep_their_rows_in_order(tmp_path):
 def test_val_split_is_the_held_out_set_without_eval_file(tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join(_rows(10)) + "\n")
-    tr, held = load_task_splits(TaskConfig(source="colbench", train_file=str(train), val_size=4, seed=3))
+    tr, held = load_task_splits(TaskConfig(source="colbench_backend", train_file=str(train), val_size=4, seed=3))
     assert len(held) == 4 and len(tr) == 6
     assert not {t.task_id for t in held} & {t.task_id for t in tr}
 
@@ -51,7 +51,7 @@ def test_unusable_rows_are_counted_by_line_not_fatal(tmp_path, caplog):
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join([rows[0], "{not json", rows[1], bad_schema, rows[2], rows[3]]) + "\n")
     with caplog.at_level("INFO", logger="sweet_megatron"):
-        tr, held = load_task_splits(TaskConfig(source="colbench", train_file=str(train), val_size=1))
+        tr, held = load_task_splits(TaskConfig(source="colbench_backend", train_file=str(train), val_size=1))
     assert len(tr) + len(held) == 4
     text = caplog.text
     assert "2 unusable rows skipped" in text
@@ -60,18 +60,18 @@ def test_unusable_rows_are_counted_by_line_not_fatal(tmp_path, caplog):
 
 def test_missing_file_and_bad_keys_name_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"task.eval_file=.*nope.jsonl: no such file"):
-        load_task_splits(TaskConfig(source="colbench", train_file=SAMPLE, eval_file=str(tmp_path / "nope.jsonl")))
+        load_task_splits(TaskConfig(source="colbench_backend", train_file=SAMPLE, eval_file=str(tmp_path / "nope.jsonl")))
     with pytest.raises(ConfigError, match="task.val_size"):
-        TaskConfig(source="colbench", train_file=SAMPLE)
+        TaskConfig(source="colbench_backend", train_file=SAMPLE)
     with pytest.raises(ConfigError, match="task.eval_limit"):
-        TaskConfig(source="colbench", train_file=SAMPLE, eval_file=SAMPLE, eval_limit=0)
+        TaskConfig(source="colbench_backend", train_file=SAMPLE, eval_file=SAMPLE, eval_limit=0)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("{}\n")
     with pytest.raises(ConfigError, match=r"task.train_file=.*no usable task.*missing field"):
-        load_task_splits(TaskConfig(source="colbench", train_file=str(empty), eval_file=SAMPLE))
+        load_task_splits(TaskConfig(source="colbench_backend", train_file=str(empty), eval_file=SAMPLE))
 
 
 def test_path_split_is_still_the_default():
-    tr, held = load_task_splits(TaskConfig(source="colbench", path=SAMPLE, num_train=150, num_eval=50))
+    tr, held = load_task_splits(TaskConfig(source="colbench_backend", path=SAMPLE, num_train=150, num_eval=50))
     assert len(tr) == 150 and len(held) == 50
     assert not {t.task_id for t in tr} & {t.task_id for t in held}

@@ -7,13 +7,13 @@ import sys
 import pytest
 
 from sweet_megatron.builtin import resolve_builtin, shipped_names
-from sweet_megatron.env.tasks import load_tasks
+from sweet_megatron.env.colbench_backend.tasks import load_tasks
 
 
 def test_shipped_colbench_sample_loads_from_any_directory(tmp_path):
     assert {"builtin:base-small", "builtin:colbench/backend_test_0-199.jsonl",
             "builtin:colbench/frontend_test_0-49.jsonl"} <= set(shipped_names())
-    code = ("from sweet_megatron.env.tasks import load_tasks;"
+    code = ("from sweet_megatron.env.colbench_backend.tasks import load_tasks;"
             "print(len(load_tasks('builtin:colbench/backend_test_0-199.jsonl')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                          env={**os.environ}, check=True)

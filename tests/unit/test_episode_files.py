@@ -6,21 +6,22 @@ import json
 
 import pytest
 
-from sweet_megatron.env.agents import ScriptedAgent
 from sweet_megatron.env.bytetok import ByteTokenizer
 from sweet_megatron.env.episode import run_episodes
-from sweet_megatron.env.simulators import RuleBasedSimulator
-from sweet_megatron.env.synthetic import ScriptPolicy, generate_tasks
+from sweet_megatron.env.synthetic.demos import ScriptedAgent
+from sweet_megatron.env.synthetic.family import ScriptPolicy, generate_tasks
+from sweet_megatron.env.synthetic.protocol import PROTOCOL
+from sweet_megatron.env.synthetic.simulator import SyntheticSimulator
 from sweet_megatron.training.episodes import EpisodeFormatError, load_episodes, save_episodes
 
 
 def test_round_trip_keeps_dialogue_reward_and_task(tmp_path):
     tasks = generate_tasks(3, seed=4, split="train", difficulty=(2, 2))
     episodes = run_episodes(ScriptedAgent(ByteTokenizer(), ScriptPolicy(ask_prob=1.0), tasks), tasks,
-                            RuleBasedSimulator(), max_turns=10)
+                            SyntheticSimulator(), max_turns=10, protocol=PROTOCOL)
     path = tmp_path / "episodes.jsonl"
     save_episodes(path, episodes, {t.task_id: t for t in tasks})
-    loaded, by_id = load_episodes(path)
+    loaded, by_id = load_episodes(path, PROTOCOL)
     assert [e.messages()[1:] for e in loaded] == [e.messages()[1:] for e in episodes]
     assert [e.reward for e in loaded] == [e.reward for e in episodes] == [1.0, 1.0, 1.0]
     assert by_id[episodes[0].task_id].ground_truth == tasks[0].ground_truth
@@ -47,4 +48,4 @@ def test_malformed_line_is_reported_with_its_number(tmp_path, bad, match):
     path = tmp_path / "offline.jsonl"
     path.write_text(json.dumps(good) + "\n" + bad + "\n")
     with pytest.raises(EpisodeFormatError, match=rf"offline.jsonl:2: .*{match}"):
-        load_episodes(path)
+        load_episodes(path, PROTOCOL)

@@ -3,7 +3,7 @@
 import json
 
 from sweet_megatron.bench.evaluator import main, score_in_process
-from sweet_megatron.env.tasks import load_tasks
+from sweet_megatron.env.colbench_backend.tasks import load_tasks
 
 
 def test_both_scorers_score_the_references_fully(tmp_path, capsys):

@@ -67,7 +67,7 @@ def test_another_architecture_is_refused_with_the_fix(tmp_path):
 def _base_code_accuracy(rank, world_size, n):
     from sweet_megatron.checkpoint.model_io import load_model_checkpoint, model_config_from_meta, read_meta
     from sweet_megatron.data.tokenizer import load_tokenizer
-    from sweet_megatron.env.synthetic import answer_is_correct, base_documents
+    from sweet_megatron.env.synthetic.family import answer_is_correct, base_documents
     from sweet_megatron.model import build_model
     from sweet_megatron.parallel import ParallelConfig, initialize
     from sweet_megatron.rollout.base import SamplingParams

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 
 from sweet_megatron.data.chat import Message
-from sweet_megatron.env.synthetic import ANSWER_MARK, QUESTIONS, generate_tasks, spec_of
+from sweet_megatron.env import registry
+from sweet_megatron.env.synthetic.family import ANSWER_MARK, QUESTIONS, generate_tasks, spec_of
 from sweet_megatron.training.episodes import TurnState, oracle_scores, pair_oracle_agreement
+
+SYN = registry.get("synthetic")
 
 
 def test_agreement_fractions_by_hand():
@@ -16,16 +19,16 @@ def test_agreement_fractions_by_hand():
     distractor = "Does the weather matter?"  # -1
     right = f"{ANSWER_MARK}\n{task.ground_truth}"  # +2
     pairs = [(0, useful, distractor), (0, distractor, useful), (0, right, useful), (0, distractor, "Hello?")]
-    got = pair_oracle_agreement([state], pairs)
+    got = pair_oracle_agreement(SYN, [state], pairs)
     assert got == {"pairs_oracle_agree": 0.5, "pairs_oracle_disagree": 0.25, "pairs_oracle_tie": 0.25}
-    assert pair_oracle_agreement([state], []) is None
+    assert pair_oracle_agreement(SYN, [state], []) is None
 
 
 def test_none_for_real_tasks():
     task = generate_tasks(1)[0]
     real = type(task)(task.problem_description, task.ground_truth, task.hidden_information, task.test_cases,
                       "real-0", 0, None)
-    assert pair_oracle_agreement([TurnState(real, [Message("system", "x")])], [(0, "a?", "b?")]) is None
+    assert pair_oracle_agreement(SYN, [TurnState(real, [Message("system", "x")])], [(0, "a?", "b?")]) is None
 
 
 def test_oracle_scores_rank_candidates_and_give_only_strict_pairs():
@@ -36,25 +39,24 @@ def test_oracle_scores_rank_candidates_and_give_only_strict_pairs():
     state = TurnState(task, [Message("system", task.problem_description)])
     right = f"{ANSWER_MARK}\n{task.ground_truth}"
     row = [QUESTIONS["rate"], "Does the weather matter?", right, "Hello?", QUESTIONS["rate"], right]
-    scores = oracle_scores([state], [row])
+    scores = oracle_scores(SYN, [state], [row])
     assert scores.tolist() == [[1.0, -1.0, 2.0, -1.0, 1.0, 2.0]]
     pairs = turn_pairs(scores, num_pairs=3)
     got = [(row[c], row[r]) for c, r in zip(pairs.chosen_P.tolist(), pairs.rejected_P.tolist(), strict=True)]
-    assert got and pair_oracle_agreement([state], [(0, c, r) for c, r in got])["pairs_oracle_agree"] == 1.0
+    assert got and pair_oracle_agreement(SYN, [state], [(0, c, r) for c, r in got])["pairs_oracle_agree"] == 1.0
     real = type(task)(task.problem_description, task.ground_truth, task.hidden_information, task.test_cases,
                       "real-0", 0, None)
-    with pytest.raises(ValueError, match="actor_scorer=oracle: task 'real-0' is not synthetic"):
-        oracle_scores([TurnState(real, state.messages)], [row])
+    with pytest.raises(ValueError, match="actor_scorer=oracle: no oracle values the actions of task 'real-0'"):
+        oracle_scores(SYN, [TurnState(real, state.messages)], [row])
 
 
 def test_credit_check_menu_spreads_over_tasks_and_values_match_the_oracle():
     from sweet_megatron.env.bytetok import ByteTokenizer
-    from sweet_megatron.env.simulators import RuleBasedSimulator
-    from sweet_megatron.env.synthetic import oracle_action_value
+    from sweet_megatron.env.synthetic.oracle import oracle_action_value
     from sweet_megatron.training.episodes import oracle_candidates
 
     tasks = generate_tasks(30, seed=5, split="heldout", difficulty=(1, 3))
-    args = (tasks, RuleBasedSimulator(), ByteTokenizer(), 10)
+    args = (SYN, tasks, SYN.rule_simulator(), ByteTokenizer(), 10)
     states, cands, values = oracle_candidates(*args, max_states=20)
     assert len(states) == len(cands) == len(values) == 20
     # Drawn over all tasks' turns, not the first few tasks' turns (30 tasks have ~60 turns).
@@ -73,7 +75,7 @@ def test_credit_check_menu_spreads_over_tasks_and_values_match_the_oracle():
 
 
 def test_questions_only_the_code_decides():
-    from sweet_megatron.env.synthetic import depends_on_hidden_code
+    from sweet_megatron.env.synthetic.oracle import depends_on_hidden_code
 
     task = next(t for t in generate_tasks(60, seed=2, difficulty=(2, 2)) if "rule" in spec_of(t).hidden)
     start = [Message("system", task.problem_description)]
@@ -102,7 +104,7 @@ def test_credit_accuracy_by_kind_by_hand():
     # mixed: right>useful right, useful>wrong wrong, right>distractor right (distractor~wrong tie:
     # not counted). State 1: q-q tied score: 1/2.
     scores = torch.tensor([0.5, 0.1, 0.9, 1.0, 0.3, 0.3])
-    got = credit_accuracy(scores, [state, state], actions, oracle)
+    got = credit_accuracy(SYN, scores, [state, state], actions, oracle)
     assert got["pairs"] == 6 and got["questions_pairs"] == 2 and got["answers_pairs"] == 1
     assert got["questions_accuracy"] == 0.75 and got["answers_accuracy"] == 0.0
     assert got["mixed_pairs"] == 3 and abs(got["mixed_accuracy"] - 2 / 3) < 1e-12
@@ -112,8 +114,7 @@ def test_credit_accuracy_by_kind_by_hand():
 def test_policy_candidates_are_the_actors_own_distinct_actions_valued_by_the_oracle():
     from sweet_megatron.config import RolloutConfig
     from sweet_megatron.env.bytetok import ByteTokenizer
-    from sweet_megatron.env.simulators import RuleBasedSimulator
-    from sweet_megatron.env.synthetic import oracle_action_value
+    from sweet_megatron.env.synthetic.oracle import oracle_action_value
     from sweet_megatron.rollout.base import Generation, RolloutEngine
     from sweet_megatron.training.episodes import policy_candidates
 
@@ -142,7 +143,7 @@ def test_policy_candidates_are_the_actors_own_distinct_actions_valued_by_the_ora
                           tasks[0].test_cases, "real-0", 0, None)
     engine = CycleEngine()
     cfg = RolloutConfig(max_turns=3, max_tokens=64)
-    states, actions, values = policy_candidates(engine, tok, [*tasks, real], RuleBasedSimulator(), cfg,
+    states, actions, values = policy_candidates(SYN, engine, tok, [*tasks, real], SYN.rule_simulator(), cfg,
                                                 num_states=10, n=8, seed=0)
     assert len(states) == len(actions) == len(values) == 10
     assert all(s.task.synthetic for s in states)  # the real task has no oracle: left out

@@ -52,7 +52,7 @@ def test_missing_model_file_names_the_fix(tmp_path):
 
 
 def test_number_pieces_are_single_tokens(tmp_path):
-    from sweet_megatron.env.synthetic import generate_tasks
+    from sweet_megatron.env.synthetic.family import generate_tasks
 
     corpus = CORPUS + [t.problem_description + "\n" + t.ground_truth for t in generate_tasks(300)]
     tok = train_sentencepiece(corpus, tmp_path / "num.model", vocab_size=1600, number_pieces=True)

@@ -7,10 +7,11 @@ mind; the answer is rendered offline in headless Chromium and compared with the 
 - similarity.py: the whole-page similarity used as the reward (optional CLIP term), win rate.
 - synthetic.py: the synthetic page family (seeded pages with hidden details) and its oracle.
 - simulator.py: the rule-based simulated person and the LLM-backed one (simulator=engine/http).
-- environment.py: what the episode loop needs (prompt, answer mark, rewarder).
+- environment.py: the registered `Environment` (task.source=colbench_frontend; no training support
+  yet) and what the episode loop needs (prompt, answer mark, rewarder).
 - __main__.py: `python -m sweet_megatron.env.colbench_frontend fetch-tailwind | generate | score`;
   `sweet-colbench score` runs the same scoring on frontend task files.
 
-Not here yet: a VLM-backed person (the LLM one reads the reference as HTML), and the trainer's
-`Environment` plug-in registration (env/base.py, another change).
+Not here yet: a VLM-backed person (the LLM one reads the reference as HTML), and training
+support in the trainer.
 """

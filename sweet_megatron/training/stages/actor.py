@@ -40,7 +40,7 @@ def train_actor(ctx: StageContext, episodes: list, critic: ModelRunner, critic_r
         candidates = ep.candidates(ctx.engine, ctx.tok, states, sw.num_candidates, ctx.cfg.rollout,
                                    seed=ctx.cfg.seed + 7 * it)
     with ctx.timer("actor_scoring"):
-        scores = (ep.oracle_scores(states, candidates) if sw.actor_scorer == "oracle" else
+        scores = (ep.oracle_scores(ctx.env, states, candidates) if sw.actor_scorer == "oracle" else
                   score_candidates(ctx, critic, critic_ref, states, candidates, sw.critic_reference))
     distinct = len(ep.distinct_actions(candidates)[0]) / max(len(candidates), 1)
     if is_rank0():
@@ -55,7 +55,7 @@ def train_actor(ctx: StageContext, episodes: list, critic: ModelRunner, critic_r
     if not groups:
         log.warning("actor: every candidate scored the same: no pairs, actor unchanged this iteration")
         return {"skipped": "no candidate pairs"}
-    agreement = ep.pair_oracle_agreement(states, pair_texts) or {}
+    agreement = ep.pair_oracle_agreement(ctx.env, states, pair_texts) or {}
     if agreement:
         ctx.metrics.log("actor_pairs", it, agreement)
         if is_rank0():

@@ -29,7 +29,8 @@ def episodes(ctx: StageContext, it: int) -> list:
         return ctx.loaded_episodes[it]
     path = resolve_builtin(offline) if offline and it == 0 else ctx.run_dir / f"episodes_iter{it}.jsonl"
     if path.exists():
-        loaded, tasks = ep.load_episodes(path, max_turns=ctx.cfg.rollout.max_turns)
+        loaded, tasks = ep.load_episodes(path, max_turns=ctx.cfg.rollout.max_turns,
+                                           protocol=ctx.env.protocol)
         ctx.tasks_by_id.update(tasks)
         if is_rank0():
             log.info("loaded %d episodes of %d tasks from %s (success %.3f)", len(loaded), len(tasks), path,
@@ -50,7 +51,7 @@ def collect(ctx: StageContext, it: int) -> list:
                             seed=ctx.cfg.seed + it)
     with ctx.timer("collect_rollout"):
         episodes = ep.rollout(ctx.engine, ctx.tok, tasks, ctx.simulator, ctx.cfg.rollout, greedy=False,
-                              seed=ctx.cfg.seed * 1000 + it)
+                              seed=ctx.cfg.seed * 1000 + it, env=ctx.env)
     ep.save_episodes(ctx.run_dir / f"episodes_iter{it}.jsonl", episodes, ctx.tasks_by_id)
     result = ep.summarize(episodes)
     ctx.metrics.log("collect", it, result)

@@ -77,6 +77,8 @@ class StageContext:
         # Tasks: training and held-out splits.
         with self.timer("tasks"):
             self.val_tasks: list = []
+            self.env = ep.environment(cfg.task)  # what depends on the kind of task (env/base.py)
+            ep.require_training(self.env, cfg.stage)
             self.train_tasks, self.eval_tasks = ep.load_task_splits(cfg.task, self.val_tasks)
             if not cfg.task.eval_file:
                 self.val_tasks = []  # they are the held-out set itself
@@ -95,7 +97,7 @@ class StageContext:
             if not resolve_builtin(cfg.sweet.offline_episodes).is_file():
                 raise ConfigError(f"sweet.offline_episodes={cfg.sweet.offline_episodes}: no such file "
                                   f"({Path(cfg.sweet.offline_episodes).resolve()})")
-        if cfg.sweet.actor_scorer == "oracle" and not all(t.synthetic for t in self.train_tasks):
+        if cfg.sweet.actor_scorer == "oracle" and not ep.has_oracle(self.env, self.train_tasks, every=True):
             from sweet_megatron.config import ConfigError
 
             raise ConfigError("sweet.actor_scorer=oracle needs synthetic training tasks (the oracle values only "
@@ -107,7 +109,7 @@ class StageContext:
         init_from = resolve_checkpoint(cfg.train.init_from) if cfg.train.init_from and cfg.stage != "pretrain" else None
         tok_cfg = ep.tokenizer_config(cfg.tokenizer, init_from)
         with self.timer("tokenizer"):
-            self.tok = ep.build_tokenizer(tok_cfg, self.run_dir, self.train_tasks)
+            self.tok = ep.build_tokenizer(tok_cfg, self.run_dir, self.train_tasks, self.env)
         self.model_cfg = cfg.model if cfg.model.vocab_size else cfg.model.with_vocab(self.tok.vocab_size)
         if self.model_cfg.vocab_size < self.tok.vocab_size:
             raise ValueError(f"model.vocab_size={self.model_cfg.vocab_size} < tokenizer size {self.tok.vocab_size}")
@@ -143,7 +145,7 @@ class StageContext:
         group = max(cfg.rollout.vllm_tensor_parallel, 1) if cfg.rollout.engine == "vllm" else 1
         self.engine = build_engine(cfg.rollout, self.model_cfg,
                                    seed=engine_seed(cfg.seed, parallel.rank(), parallel.world_size(), group))
-        self.simulator = ep.build_simulator(cfg.simulator)
+        self.simulator = ep.build_simulator(cfg.simulator, self.env)
         self.probe = ep.text_probe(self.tok, self.eval_tasks)
         # Checkpoints and the run's state (completed stages and their results).
         from sweet_megatron.checkpoint.dist_ckpt import CheckpointManager

@@ -138,20 +138,20 @@ def credit_check(ctx: StageContext, critic: ModelRunner, critic_ref: ModelRunner
     scripted agent's turn states (`ep.oracle_candidates`), and the actor's own sampled actions at
     the states of its own held-out episodes (`ep.policy_candidates`; keys prefixed `policy_`)."""
     sw = ctx.cfg.sweet
-    if not any(t.synthetic for t in ctx.eval_tasks):
+    if not ep.has_oracle(ctx.env, ctx.eval_tasks):
         if is_rank0():
             log.warning("credit check skipped: no held-out task is synthetic, so no oracle values its actions "
                         "(sweet.credit_check=false turns this off)")
         return {}
-    states, candidates, oracle = ep.oracle_candidates(ctx.eval_tasks, ctx.simulator, ctx.tok,
+    states, candidates, oracle = ep.oracle_candidates(ctx.env, ctx.eval_tasks, ctx.simulator, ctx.tok,
                                                       ctx.cfg.rollout.max_turns, sw.credit_states)
     actions = [(g, c) for g, row in enumerate(candidates) for c in row]
-    result = ep.credit_accuracy(score_actions(ctx, critic, critic_ref, states, actions, with_reference),
+    result = ep.credit_accuracy(ctx.env, score_actions(ctx, critic, critic_ref, states, actions, with_reference),
                                 states, actions, oracle)
     if sw.credit_policy_states:
         states, candidates, oracle = _policy_credit_set(ctx, it)
         actions = [(g, c) for g, row in enumerate(candidates) for c in row]
-        policy = ep.credit_accuracy(score_actions(ctx, critic, critic_ref, states, actions, with_reference),
+        policy = ep.credit_accuracy(ctx.env, score_actions(ctx, critic, critic_ref, states, actions, with_reference),
                                     states, actions, oracle)
         result |= {f"policy_{k}": v for k, v in policy.items()}
     name = "critic" if with_reference else "critic_noref"
@@ -176,7 +176,7 @@ def _policy_credit_set(ctx: StageContext, it: int) -> tuple[list, list, list]:
         ctx.sync_engine()
         with ctx.timer("credit_policy_candidates"):
             sw = ctx.cfg.sweet
-            ctx.policy_credit = (it, ep.policy_candidates(ctx.engine, ctx.tok, ctx.eval_tasks, ctx.simulator,
+            ctx.policy_credit = (it, ep.policy_candidates(ctx.env, ctx.engine, ctx.tok, ctx.eval_tasks, ctx.simulator,
                                                           ctx.cfg.rollout, sw.credit_policy_states,
                                                           sw.num_candidates, seed=ctx.cfg.seed * 1000 + 500 + it))
     return ctx.policy_credit[1]

@@ -25,12 +25,12 @@ def evaluate(ctx: StageContext, key: str) -> dict:
     ctx.sync_engine()
     with ctx.timer("eval_rollout"):
         episodes = ep.rollout(ctx.engine, ctx.tok, ctx.eval_tasks, ctx.simulator, ctx.cfg.rollout,
-                              greedy=True, seed=ctx.cfg.seed)
+                              greedy=True, seed=ctx.cfg.seed, env=ctx.env)
     result = ep.summarize(episodes)
     if ctx.val_tasks:  # task.val_size tasks carved from task.train_file, next to the held-out set
         with ctx.timer("eval_rollout"):
             val = ep.summarize(ep.rollout(ctx.engine, ctx.tok, ctx.val_tasks, ctx.simulator, ctx.cfg.rollout,
-                                          greedy=True, seed=ctx.cfg.seed))
+                                          greedy=True, seed=ctx.cfg.seed, env=ctx.env))
         result |= {f"val_{k}": v for k, v in val.items()}
     ctx.metrics.log("eval", ctx.actor.step, {f"{key}/{k}": v for k, v in result.items()})
     if is_rank0():

@@ -25,12 +25,10 @@ def pretrain(ctx: StageContext) -> dict:
     with every detail stated and their code (no dialogue, no questions). Saved to
     `<run_dir>/base_model` for `train.init_from`; greedy code-writing accuracy on held-out
     specifications is logged as it trains."""
-    from sweet_megatron.env.synthetic import base_documents
-
     pc = ctx.cfg.pretrain
     with ctx.timer("base_documents"):
-        rows, _ = ctx.pack_rows([[s] for s in ep.base_corpus(ctx.tok, pc.num_documents, pc.seed)])
-    held = base_documents(pc.eval_documents, pc.seed, split="heldout")
+        rows, _ = ctx.pack_rows([[s] for s in ep.base_corpus(ctx.env, ctx.tok, pc.num_documents, pc.seed)])
+    held = ep.base_documents(ctx.env, pc.eval_documents, pc.seed, split="heldout")
     if is_rank0():
         log.info("pretrain: %d documents packed into %d rows, %d steps of %d rows", pc.num_documents, len(rows),
                  pc.steps, pc.rows_per_step)
@@ -63,10 +61,9 @@ def pretrain(ctx: StageContext) -> dict:
 
 def _code_accuracy(ctx: StageContext, docs: list) -> float:
     """Fraction of (task, text, code) documents whose greedy code from the text passes every test."""
-    from sweet_megatron.env.synthetic import answer_is_correct
-
     ctx.sync_engine()
     prompts = [ep.base_sequence(ctx.tok, text) for _, text, _ in docs]
     gens = ctx.engine.generate(prompts, ep.sampling(ctx.cfg.rollout, ctx.tok, greedy=True))
     codes = [ctx.tok.decode(g[0].token_ids) for g in gens]
-    return sum(answer_is_correct(t, c) for (t, _, _), c in zip(docs, codes, strict=True)) / max(len(docs), 1)
+    correct = ctx.env.base_corpus.is_correct
+    return sum(correct(t, c) for (t, _, _), c in zip(docs, codes, strict=True)) / max(len(docs), 1)

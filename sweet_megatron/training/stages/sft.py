@@ -28,7 +28,7 @@ def _sft_demos(ctx: StageContext) -> list:
     from sweet_megatron.config import ConfigError
 
     if ctx.cfg.task.num_demos > 0:
-        return ep.scripted_demos(ctx.cfg.task, ctx.train_tasks, ctx.simulator, ctx.tok,
+        return ep.scripted_demos(ctx.env, ctx.cfg.task, ctx.train_tasks, ctx.simulator, ctx.tok,
                                  ctx.cfg.rollout.max_turns)
     if not ctx.cfg.sweet.offline_episodes:
         raise ConfigError("sft: task.num_demos=0 and no sweet.offline_episodes, so the warm start has no data; "

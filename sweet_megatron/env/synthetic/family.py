@@ -37,10 +37,8 @@ value, with the other slots right) fails at least one test (`wrong_guess_survivo
 Train and held-out splits are disjoint by construction: the split of a task is a hash of its
 reference code, so no function appears in both (`split_of`).
 
-`oracle_action_value` scores one agent action against the hidden details (for credit-assignment
-checks): +2 a correct final answer, +1 a question that reveals a relevant hidden detail not yet
-known, -1 anything else (repeating a known detail, a distractor or irrelevant question, text that
-asks nothing, an answer while details are missing or a wrong answer).
+The oracle that values agent actions against the hidden details (credit checks) is oracle.py;
+the scripted demonstrations, the base-model corpus and the `Environment` are beside it.
 """
 
 from __future__ import annotations
@@ -51,10 +49,10 @@ import random
 import re
 from dataclasses import asdict, dataclass, field
 
-from sweet_megatron.env.tasks import Task, extract_code, ordered_tests
+from sweet_megatron.env.base import ANSWER_MARK
+from sweet_megatron.env.colbench_backend.tasks import Task, TaskFormatError, extract_code, ordered_tests
 
 FAMILY = "tariff-v1"
-ANSWER_MARK = "I WANT TO ANSWER:"
 
 # Candidate values. The slots' ranges are disjoint (digits 0-2, rates 3-9, thresholds multiples of
 # 4 that are not multiples of 5, amounts multiples of 5 from 10, caps from 500), so a number in the
@@ -179,6 +177,18 @@ class SyntheticSpec:
         if bad:
             raise ValueError(f"hidden {bad} are not slots of this task ({list(spec.slots)})")
         return spec
+
+
+def check_record(task: Task, where: str) -> None:
+    """TaskFormatError (naming `where`, 'file:line') when a loaded task's `synthetic` field is not a
+    valid spec of this family: pass as `load_tasks(path, check=check_record)`."""
+    if task.synthetic is None:
+        return
+    try:
+        SyntheticSpec.from_dict(task.synthetic)
+    except (TypeError, ValueError, KeyError) as e:
+        raise TaskFormatError(f"{where}: field 'synthetic': {e}; regenerate the task with "
+                              "`sweet-colbench generate`") from None
 
 
 def spec_of(task: Task) -> SyntheticSpec:
@@ -514,17 +524,6 @@ def generate_tasks(n: int, seed: int = 0, split: str = "train", difficulty: tupl
 # ---------------------------------------------------------------- answers without running code
 
 
-def known_slots(spec: SyntheticSpec, dialogue_texts: list[tuple[str, str]]) -> set[str]:
-    """Relevant slots known after a dialogue: those the description states plus those revealed by
-    each earlier question. `dialogue_texts` is [(role, content)] of the agent/person turns."""
-    known = {s for s in spec.slots if s not in spec.hidden}
-    for role, content in dialogue_texts:
-        if role == "assistant" and ANSWER_MARK not in content:
-            for topic in parse_question(content, spec):
-                known |= reveals(spec, topic)
-    return known
-
-
 def build_answer(skin: Skin, facts: dict) -> str:
     """Code for the known facts, with DEFAULTS for what is unknown."""
     params = {**DEFAULTS, **facts}
@@ -642,56 +641,6 @@ def answer_is_correct(task: Task, answer: str) -> bool:
     (template_test_results); an answer outside the interpretable subset counts as incorrect."""
     results = template_test_results(task, answer)
     return results is not None and all(results)
-
-
-def _role_content(dialogue: list) -> list[tuple[str, str]]:
-    """(role, content) pairs of chat Messages or of such pairs."""
-    return [(m.role, m.content) if hasattr(m, "role") else tuple(m) for m in dialogue]
-
-
-ORACLE_CORRECT_ANSWER = 2.0
-ORACLE_USEFUL_QUESTION = 1.0
-ORACLE_BAD = -1.0
-
-
-def oracle_action_value(task: Task, dialogue_so_far: list, action_text: str) -> float:
-    """Value of one agent action given the dialogue before it, from the hidden details.
-
-    `dialogue_so_far` is a list of chat Messages (or (role, content) pairs): the system prompt and
-    the turns before this action. Returns ORACLE_CORRECT_ANSWER (+2) for a final answer that is
-    correct, ORACLE_USEFUL_QUESTION (+1) for a question revealing at least one relevant hidden
-    detail not known yet, and ORACLE_BAD (-1) otherwise: a repeated or already stated detail, a
-    distractor, an irrelevant branch (the fee when it is a discount, the threshold when there is no
-    rule), text that asks nothing, or a wrong answer (including answering while details are missing).
-    """
-    spec = spec_of(task)
-    if ANSWER_MARK in action_text:
-        answer = action_text.split(ANSWER_MARK, 1)[1]
-        return ORACLE_CORRECT_ANSWER if answer_is_correct(task, answer) else ORACLE_BAD
-    pairs = _role_content(dialogue_so_far)
-    known = known_slots(spec, pairs)
-    new = set()
-    for topic in parse_question(action_text, spec):
-        new |= reveals(spec, topic) - known
-    return ORACLE_USEFUL_QUESTION if new else ORACLE_BAD
-
-
-RULE_DEPENDENT_TOPICS = ("threshold", "fee", "discount")
-
-
-def depends_on_hidden_code(task: Task, dialogue_so_far: list, action_text: str) -> bool:
-    """Whether a question's oracle value depends on code the description and dialogue do not show:
-    it asks about the threshold, the fee or the discount while the rule is hidden and not yet
-    revealed. Only the code tells then whether a threshold exists and which amount question reveals
-    anything, so these are the questions a critic can credit better with the reference solution;
-    for every other question the text shows as much as the reference."""
-    if ANSWER_MARK in action_text:
-        return False
-    spec = spec_of(task)
-    pairs = _role_content(dialogue_so_far)
-    if "rule" in known_slots(spec, pairs):
-        return False
-    return any(t in RULE_DEPENDENT_TOPICS for t in parse_question(action_text, spec))
 
 
 @dataclass

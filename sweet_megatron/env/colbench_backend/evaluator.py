@@ -1,7 +1,7 @@
 """Score backend answers: the answer's and the reference's code run on each test's calls in
 sandboxes; the test itself is decided in this process.
 
-The rule: a test expression is split at the sandbox boundary (env/boundary.py). Every maximal
+The rule: a test expression is split at the sandbox boundary (boundary.py). Every maximal
 sub-expression that involves the answer's names (its function calls, with their arguments) runs in
 the sandbox; the values come back as tagged JSON of plain data (sandbox_worker._encode_value) and are
 rebuilt here from builtin types only. Everything around them (`==`, `<`, arithmetic, `and`/`or`,
@@ -29,32 +29,18 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweet_megatron.env.boundary import SplitError, SplitTest, holds_opaque, split_test
+from sweet_megatron.env.base import Score
+from sweet_megatron.env.colbench_backend.boundary import SplitError, SplitTest, holds_opaque, split_test
+from sweet_megatron.env.colbench_backend.tasks import Task, extract_code, ordered_tests
 from sweet_megatron.env.sandbox import SandboxConfig, TestRun, run_tests, sandbox_backend
-from sweet_megatron.env.synthetic import template_test_results
-from sweet_megatron.env.tasks import Task, extract_code, ordered_tests
 
 __all__ = ["BackendEvaluator", "EvaluatorConfig", "Score", "decode_value", "default_evaluator", "extract_code",
            "ordered_tests", "score_answers", "values_equal"]
-
-
-@dataclass
-class Score:
-    """How one answer did on its task's tests."""
-
-    reward: float
-    """Fraction of the tests passed, in [0, 1]."""
-    success: bool
-    """All tests passed."""
-    passed: list[bool]
-    """Per test, in the task's test order."""
-    details: dict = field(default_factory=dict)
-    """'statuses' (per test: ok/error/timeout/crash/too_large/sandbox_error/mismatch/no_answer),
-    'errors' (first few answer errors), 'reference_failures' (tests whose reference did not return)."""
 
 
 @dataclass(frozen=True)
@@ -63,11 +49,6 @@ class EvaluatorConfig:
 
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     """Isolation and limits for both the answer and the reference runs."""
-    synthetic_fast_path: bool = False
-    """Score answers to synthetic tasks that stay within the family's arithmetic subset with a pure
-    interpreter in this process (synthetic.template_test_results: same results, no process, but no
-    time or memory limit: a few lines of repeated squaring run for half a minute). Off by default:
-    every answer, synthetic or real, goes through the sandbox (128 synthetic tasks: about 4 s)."""
     max_concurrency: int = 0
     """Most sandboxes running at once; 0 = twice the number of CPU cores (a sandbox spends part of
     its life starting processes and waiting on pipes, so twice the cores keeps them busy)."""
@@ -158,11 +139,21 @@ def values_equal(expected_json: str, actual_json: str) -> bool:
         return False
 
 
-class BackendEvaluator:
-    """Scores answers to backend tasks; caches the reference outputs of each task."""
+FastPath = Callable[[Task, str], "list[bool] | None"]
+"""(task, answer) -> per-test pass/fail decided without running the answer, or None when only the
+sandbox can tell (e.g. the synthetic family's synthetic.family.template_test_results)."""
 
-    def __init__(self, config: EvaluatorConfig | None = None):
+
+class BackendEvaluator:
+    """Scores answers to backend tasks; caches the reference outputs of each task.
+
+    `fast_path` (None: off, every answer goes through the sandbox; 128 synthetic tasks take about
+    4 s) decides some answers in this process instead: same results, no process, but no time or
+    memory limit (a few lines of repeated squaring run for half a minute)."""
+
+    def __init__(self, config: EvaluatorConfig | None = None, fast_path: FastPath | None = None):
         self.config = config or EvaluatorConfig()
+        self.fast_path = fast_path
         self._reference_cache: dict[str, list[TestRun]] = {}
         self._lock = threading.Lock()
 
@@ -219,9 +210,9 @@ class BackendEvaluator:
         return scores
 
     def _fast_path(self, task: Task, answer: str | None) -> Score | None:
-        if not self.config.synthetic_fast_path or task.synthetic is None or answer is None:
+        if self.fast_path is None or answer is None:
             return None
-        passed = template_test_results(task, answer)
+        passed = self.fast_path(task, answer)
         if passed is None:
             return None
         return Score(sum(passed) / len(passed), all(passed), passed,

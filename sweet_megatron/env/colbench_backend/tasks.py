@@ -6,7 +6,8 @@ function is: def name(args)"), `ground_truth` (the reference function), `hidden_
 (what the simulated person may use to answer; the reference code in every released record),
 `test_cases` ({"test1": "name(...)", ...}, call expressions evaluated against both the answer and
 the reference). Two optional fields this project adds: `task_id` and `synthetic` (the structured
-hidden details of a synthetic task, see synthetic.py). Other fields are ignored.
+hidden details of a synthetic task: an object here, checked by the synthetic family's
+`read_synthetic_tasks`, env/synthetic/family.py). Other fields are ignored.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import re
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +48,7 @@ class Task:
     index: int = 0
     """Position in the list it was loaded or generated in."""
     synthetic: dict | None = None
-    """Structured hidden details of a synthetic task (synthetic.SyntheticSpec.to_dict()), else None."""
+    """Structured hidden details of a synthetic task (synthetic.family.SyntheticSpec.to_dict()), else None."""
 
     @property
     def signature(self) -> str:
@@ -102,14 +104,10 @@ class Task:
         if not isinstance(task_id, str):
             raise TaskFormatError(f"{where}: field 'task_id' must be a string")
         synthetic = rec.get("synthetic")
-        if synthetic is not None:
-            from sweet_megatron.env.synthetic import SyntheticSpec
-
-            try:
-                SyntheticSpec.from_dict(synthetic)
-            except (TypeError, ValueError, KeyError) as e:
-                raise TaskFormatError(f"{where}: field 'synthetic': {e}; regenerate the task with "
-                                      "`sweet-colbench generate`") from None
+        if synthetic is not None and not isinstance(synthetic, dict):
+            raise TaskFormatError(f"{where}: field 'synthetic' must be an object (the synthetic family's hidden "
+                                  f"details), got {type(synthetic).__name__}; regenerate the task with "
+                                  "`sweet-colbench generate`")
         return cls(rec["problem_description"], rec["ground_truth"], rec["hidden_information"],
                    dict(tests), task_id, index, synthetic)
 
@@ -133,15 +131,19 @@ def iter_jsonl(path: str | os.PathLike, error: type[ValueError] | None = None):
             yield where, lineno, rec
 
 
-def load_tasks(path: str | os.PathLike, limit: int | None = None) -> list[Task]:
+def load_tasks(path: str | os.PathLike, limit: int | None = None,
+               check: Callable[[Task, str], None] | None = None) -> list[Task]:
     """Read a JSONL file of task records (blank lines skipped): a path, or `builtin:colbench/...` for
-    the shipped ColBench sample. Task ids default to '<stem>:<line>'."""
+    the shipped ColBench sample. Task ids default to '<stem>:<line>'. `check(task, 'file:line')`,
+    when given, may reject a record with TaskFormatError (e.g. synthetic.family.check_record)."""
     path = resolve_builtin(path)
     if not path.is_file():
         raise FileNotFoundError(f"task file {path} not found")
     tasks: list[Task] = []
     for where, lineno, rec in iter_jsonl(path):
         task = Task.from_record(rec, where, index=len(tasks))
+        if check is not None:
+            check(task, where)
         task.task_id = task.task_id or f"{path.stem}:{lineno}"
         tasks.append(task)
         if limit is not None and len(tasks) >= limit:
