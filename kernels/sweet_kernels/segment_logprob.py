@@ -245,7 +245,7 @@ def _backward_by_vocab(hidden_TH: Tensor, real_VH: Tensor, target_T: Tensor, lse
     each weight row written once with the whole T as the inner dimension. The -g scaling rides on
     [T, H] operands and the onehot term is added once at the end (grad_hidden += g * W[target],
     grad_weight[target] += g * hidden), so no per-chunk pass scales or scatters into the [T, Vc]
-    chunk. grad_hidden_TH [T, H] and grad_weight_VH [V_real, H] (float32, zero-filled) are written,
+    chunk. grad_hidden_TH [T, H] and grad_weight_VH [V_real, H] (float32; every row is overwritten, so they may come uninitialised) are written,
     or None."""
     num_tokens, vocab = hidden_TH.shape[0], real_VH.shape[0]
     neg_grad_T1 = -grad_T[:, None]
@@ -309,8 +309,14 @@ class _FusedLinearLogprob(torch.autograd.Function):
         grad_T = torch.where(valid_T, grad_logp_T.float(), 0.0)
         grad_hidden_TH = torch.empty_like(hidden_TH) if need_hidden else None
         # Weight grads of low-precision weights accumulate over chunks in float32, rounded once at the end.
-        grad_weight_VH = torch.zeros_like(weight_VH, dtype=torch.float32) if need_weight else None
-        if _inplace_path(ctx.backend, hidden_TH, real_VH):
+        inplace = _inplace_path(ctx.backend, hidden_TH, real_VH)
+        grad_weight_VH = None
+        if need_weight and inplace:  # every real row is written once by _backward_by_vocab; padding rows stay 0
+            grad_weight_VH = torch.empty_like(weight_VH, dtype=torch.float32)
+            grad_weight_VH[num_real:].zero_()
+        elif need_weight:
+            grad_weight_VH = torch.zeros_like(weight_VH, dtype=torch.float32)
+        if inplace:
             _backward_by_vocab(hidden_TH, real_VH, target_T, lse_T, grad_T, grad_hidden_TH,
                                None if grad_weight_VH is None else grad_weight_VH[:num_real],
                                vocab_chunk=_vocab_chunk(len(target_T), num_real, ctx.chunk_size))
