@@ -94,7 +94,8 @@ class TrainConfig:
     tensorboard: bool = True
     """Write TensorBoard event files beside metrics.jsonl."""
     progress: bool = True
-    """Show a rich progress bar on rank 0."""
+    """Show progress on rank 0: a rich bar on a terminal, else a log line every 15 s (training steps, and a
+    heartbeat naming the running phase when nothing else was logged)."""
     init_from: str | None = "builtin:base-small"
     """A megatron checkpoint (e.g. from `sweet-convert hf-to-mcore`) to start the model from."""
 

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import warnings
 from collections import defaultdict
@@ -84,14 +85,50 @@ def latest_records(records: list[dict]) -> list[dict]:
     return [r for r in records if r.get("attempt", 1) == last_attempt[(r.get("stage"), r.get("step"))]]
 
 
-class PhaseTimer:
-    """Named, timed phases: `with timer("rollout"): ...`; totals and counts per name. `record`, when
-    set (e.g. to `MetricsLogger.log_phase`), is called with (name, seconds) as each phase ends."""
+class _LastLine(logging.Handler):
+    """When the project's logger last emitted a line (INFO and up, from any of its children)."""
 
     def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.when = time.monotonic()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.when = time.monotonic()
+
+    @classmethod
+    def install(cls) -> _LastLine:
+        for handler in log.handlers:
+            if isinstance(handler, cls):
+                return handler
+        handler = cls()
+        log.addHandler(handler)
+        return handler
+
+
+class PhaseTimer:
+    """Named, timed phases: `with timer("rollout"): ...`; totals and counts per name. `record`, when
+    set (e.g. to `MetricsLogger.log_phase`), is called with (name, seconds) as each phase ends.
+
+    Heartbeat (`heartbeat_s`, 0: off): when the run has logged nothing for that long while a phase
+    runs (a rollout, the scripted demonstrations, a first step), rank 0 logs one line naming the
+    innermost phase and its time so far, so output to a file or a pipe never goes quiet."""
+
+    def __init__(self, heartbeat_s: float = 0.0) -> None:
         self.total: dict[str, float] = defaultdict(float)
         self.count: dict[str, int] = defaultdict(int)
         self.record = None
+        self.heartbeat_s = heartbeat_s
+        self._running: list[tuple[str, float]] = []
+        self._last_line = _LastLine.install()
+        self._beat: threading.Thread | None = None
+
+    def _heartbeat(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.heartbeat_s / 4))
+            running = list(self._running)
+            if running and time.monotonic() - self._last_line.when >= self.heartbeat_s:
+                name, start = running[-1]
+                log.info("phase %s: running, %.0fs so far", name, time.monotonic() - start)
 
     @contextlib.contextmanager
     def __call__(self, name: str, quiet: bool = False):
@@ -102,9 +139,17 @@ class PhaseTimer:
 
         if is_rank0():
             log.log(level, "phase %s: start", name)
+            if self.heartbeat_s > 0 and self._beat is None:
+                self._beat = threading.Thread(target=self._heartbeat, name="phase-heartbeat", daemon=True)
+                self._beat.start()
+        entry = (name, time.monotonic())
+        if not quiet:
+            self._running.append(entry)
         try:
             yield
         finally:
+            if not quiet:
+                self._running.remove(entry)
             dt = time.perf_counter() - start
             self.total[name] += dt
             self.count[name] += 1

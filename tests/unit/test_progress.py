@@ -34,3 +34,26 @@ def test_disabled_is_silent(caplog):
     with caplog.at_level(logging.INFO, logger="sweet_megatron"):
         progress.advance(progress.task("sft", 3))
     assert not caplog.records
+
+
+def test_a_silent_phase_gets_heartbeat_lines_and_a_chatty_one_none(caplog):
+    """A phase that logs nothing (a rollout, the scripted demonstrations) is named every heartbeat
+    interval; while other lines flow (training steps), the heartbeat stays quiet."""
+    import time
+
+    from sweet_megatron.training.metrics import PhaseTimer, log
+
+    timer = PhaseTimer(heartbeat_s=0.4)
+    with caplog.at_level(logging.INFO, logger="sweet_megatron"):
+        with timer("collect_rollout"):
+            time.sleep(1.5)
+        silent = [r.getMessage() for r in caplog.records if "running" in r.getMessage()]
+        caplog.clear()
+        with timer("sft"):
+            for step in range(15):
+                time.sleep(0.1)
+                log.info("sft: step %d", step)
+        chatty = [r.getMessage() for r in caplog.records if "running" in r.getMessage()]
+    assert 2 <= len(silent) <= 4, silent
+    assert all(m.startswith("phase collect_rollout: running, ") and m.endswith("s so far") for m in silent)
+    assert chatty == []

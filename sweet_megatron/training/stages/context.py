@@ -63,7 +63,7 @@ class StageContext:
         self.platform = parallel.initialize(cfg.parallel, seed=cfg.seed)
         self.run_dir = Path(cfg.run_dir).resolve()
         setup_logging(self.run_dir)
-        self.timer = PhaseTimer()
+        self.timer = PhaseTimer(heartbeat_s=15.0 if cfg.train.progress else 0.0)  # never quiet for 15 s
         self.metrics = MetricsLogger(self.run_dir, cfg.train.tensorboard)
         self.timer.record = self.metrics.log_phase  # phases.jsonl: every attempt's times, for the report
         self.progress = Progress(cfg.train.progress)
