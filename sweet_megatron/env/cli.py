@@ -27,8 +27,9 @@ from sweet_megatron.data.chat import Message, action_ids
 from sweet_megatron.env import registry
 from sweet_megatron.env.bytetok import ByteTokenizer
 from sweet_megatron.env.colbench_backend.evaluator import BackendEvaluator, EvaluatorConfig
-from sweet_megatron.env.colbench_backend.tasks import TaskFormatError, iter_jsonl, load_tasks, save_tasks
+from sweet_megatron.env.colbench_backend.tasks import TaskFormatError, load_tasks, save_tasks
 from sweet_megatron.env.episode import run_episodes
+from sweet_megatron.env.jsonl import iter_jsonl
 from sweet_megatron.env.sandbox import SandboxConfig, SandboxUnavailable, sandbox_backend
 from sweet_megatron.env.synthetic.demos import ScriptedAgent
 from sweet_megatron.env.synthetic.family import ScriptPolicy, check_record, generate_tasks
@@ -43,7 +44,7 @@ POLICIES = {
 def load_answers(path: Path, num_tasks: int) -> dict[int, str | None]:
     """index -> answer from a JSONL file; errors name file, line and field."""
     answers: dict[int, str | None] = {}
-    for where, _, rec in iter_jsonl(path):
+    for where, _, rec in iter_jsonl(path, TaskFormatError):
         if not isinstance(rec, dict) or "index" not in rec or "answer" not in rec:
             raise TaskFormatError(f'{where}: expected {{"index": <int>, "answer": <string or null>}}')
         index, answer = rec["index"], rec["answer"]

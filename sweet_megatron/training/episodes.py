@@ -507,8 +507,9 @@ def load_episodes(path: str | Path, protocol: AnswerProtocol, scorer=None,
     problem as the person's first message for the ColBench backend, the demo's system message for
     the synthetic family.
     """
-    from sweet_megatron.env.colbench_backend.tasks import Task, iter_jsonl
+    from sweet_megatron.env.colbench_backend.tasks import Task
     from sweet_megatron.env.episode import MAX_TURNS, Episode, Turn
+    from sweet_megatron.env.jsonl import iter_jsonl
 
     episodes, tasks, unscored = [], {}, []
     for where, _, rec in iter_jsonl(path, EpisodeFormatError):

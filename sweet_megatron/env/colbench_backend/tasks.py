@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweet_megatron.builtin import resolve_builtin
+from sweet_megatron.env.jsonl import iter_jsonl
 
 SIGNATURE_MARK = "The signature of the function is:"
 _SIGNATURE = re.compile(re.escape(SIGNATURE_MARK) + r"\s*(def\s+([A-Za-z_]\w*)\s*\(.*)", re.S)
@@ -112,25 +113,6 @@ class Task:
                    dict(tests), task_id, index, synthetic)
 
 
-def iter_jsonl(path: str | os.PathLike, error: type[ValueError] | None = None):
-    """(where, lineno, record) for each non-blank line of a JSONL file; `where` is 'file:line'.
-
-    A line that is not JSON raises `error` (TaskFormatError by default) naming file, line and column.
-    """
-    error = error or TaskFormatError
-    path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise error(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            yield where, lineno, rec
-
-
 def load_tasks(path: str | os.PathLike, limit: int | None = None,
                check: Callable[[Task, str], None] | None = None) -> list[Task]:
     """Read a JSONL file of task records (blank lines skipped): a path, or `builtin:colbench/...` for
@@ -140,7 +122,7 @@ def load_tasks(path: str | os.PathLike, limit: int | None = None,
     if not path.is_file():
         raise FileNotFoundError(f"task file {path} not found")
     tasks: list[Task] = []
-    for where, lineno, rec in iter_jsonl(path):
+    for where, lineno, rec in iter_jsonl(path, TaskFormatError):
         task = Task.from_record(rec, where, index=len(tasks))
         if check is not None:
             check(task, where)

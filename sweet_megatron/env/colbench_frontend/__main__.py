@@ -30,22 +30,15 @@ FRONTEND_RECORDS = "builtin:colbench/frontend_test_0-49.jsonl"
 
 def _answers(path: Path, num_tasks: int) -> dict[int, str | None]:
     from sweet_megatron.env.colbench_frontend.records import FrontendFormatError
+    from sweet_megatron.env.jsonl import iter_jsonl
 
     out: dict[int, str | None] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise FrontendFormatError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict) or type(rec.get("index")) is not int or not 0 <= rec["index"] < num_tasks:
-                raise FrontendFormatError(f'{where}: expected {{"index": <int in [0, {num_tasks})>, "answer": <string or null>}}')
-            if rec.get("answer") is not None and not isinstance(rec["answer"], str):
-                raise FrontendFormatError(f"{where}: field 'answer' must be a string or null")
-            out[rec["index"]] = rec.get("answer")
+    for where, _, rec in iter_jsonl(path, FrontendFormatError):
+        if not isinstance(rec, dict) or type(rec.get("index")) is not int or not 0 <= rec["index"] < num_tasks:
+            raise FrontendFormatError(f'{where}: expected {{"index": <int in [0, {num_tasks})>, "answer": <string or null>}}')
+        if rec.get("answer") is not None and not isinstance(rec["answer"], str):
+            raise FrontendFormatError(f"{where}: field 'answer' must be a string or null")
+        out[rec["index"]] = rec.get("answer")
     return out
 
 

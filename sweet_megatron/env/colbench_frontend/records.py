@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweet_megatron.builtin import resolve_builtin
+from sweet_megatron.env.jsonl import iter_jsonl
 
 REQUIRED_FIELDS = ("problem_description", "ground_truth")
 
@@ -88,20 +89,12 @@ def load_frontend_tasks(path: str | os.PathLike, limit: int | None = None) -> li
     if not path.is_file():
         raise FileNotFoundError(f"frontend task file {path} not found")
     tasks: list[FrontendTask] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise FrontendFormatError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            task = FrontendTask.from_record(rec, where, index=len(tasks))
-            task.task_id = task.task_id or f"{path.stem}:{lineno}"
-            tasks.append(task)
-            if limit is not None and len(tasks) >= limit:
-                break
+    for where, lineno, rec in iter_jsonl(path, FrontendFormatError):
+        task = FrontendTask.from_record(rec, where, index=len(tasks))
+        task.task_id = task.task_id or f"{path.stem}:{lineno}"
+        tasks.append(task)
+        if limit is not None and len(tasks) >= limit:
+            break
     return tasks
 
 
