@@ -22,6 +22,7 @@ from sweet_megatron.env.simulators import (
 from sweet_megatron.env.synthetic.family import generate_tasks
 from sweet_megatron.env.synthetic.simulator import SyntheticSimulator
 from sweet_megatron.rollout.base import Generation, RolloutEngine
+from tests.env.tiny_simulator import Recording, engine_config, save_tiny_simulator
 
 REFERENCE = (
     "def get_testimony(entity, has_criminal_charges, deadline_met=False):\n"
@@ -203,42 +204,10 @@ def test_engine_backend_one_generate_call_per_batch():
 
 @pytest.fixture(scope="module")
 def tiny_simulator_dir(tmp_path_factory):
-    """A tiny random Llama saved as a Hugging Face directory, with its own sentencepiece tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from sweet_megatron.data.tokenizer import train_sentencepiece
     from sweet_megatron.env.simulators import HUMAN_PROMPT
 
-    out = tmp_path_factory.mktemp("simulator")
     texts = [HUMAN_PROMPT, TASK.problem_description, TASK.hidden_information, "Yes. No. I don't know."] * 5
-    tok = train_sentencepiece(texts, out / "tokenizer.model", vocab_size=384)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                      tie_word_embeddings=False)
-    LlamaForCausalLM(cfg).save_pretrained(out / "hf", safe_serialization=True)
-    return out
-
-
-def engine_config(tiny_simulator_dir, **kw):
-    from sweet_megatron.config import SimulatorConfig
-
-    return SimulatorConfig(kind="engine", checkpoint=str(tiny_simulator_dir / "hf"), tokenizer_kind="sentencepiece",
-                           tokenizer_path=str(tiny_simulator_dir / "tokenizer.model"), **kw)
-
-
-class Recording:
-    """Wraps the real engine: records what the simulator model is fed and what it generated."""
-
-    def __init__(self, engine):
-        self.engine, self.prompts, self.outputs = engine, [], []
-
-    def generate(self, prompts, params):
-        out = self.engine.generate(prompts, params)
-        self.prompts.append(prompts)
-        self.outputs.append([g[0].token_ids for g in out])
-        return out
+    return save_tiny_simulator(tmp_path_factory.mktemp("simulator"), texts, vocab_size=384, max_positions=4096)
 
 
 def test_engine_simulator_feeds_the_prompt_and_returns_its_generation(tiny_simulator_dir):

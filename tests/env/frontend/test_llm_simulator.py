@@ -12,47 +12,16 @@ from sweet_megatron.env.colbench_frontend.simulator import (
     build_frontend_simulator,
 )
 from sweet_megatron.env.colbench_frontend.synthetic import generate_frontend_tasks
+from tests.env.tiny_simulator import Recording, engine_config, save_tiny_simulator
 
 TASK = generate_frontend_tasks(3, seed=0)[2]
 
 
 @pytest.fixture(scope="module")
 def tiny_simulator_dir(tmp_path_factory):
-    """A tiny random Llama saved as a Hugging Face directory, with its own sentencepiece tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from sweet_megatron.data.tokenizer import train_sentencepiece
-
-    out = tmp_path_factory.mktemp("frontend_simulator")
     texts = [FRONTEND_HUMAN_PROMPT, TASK.problem_description, TASK.ground_truth, "Yes. No. I don't know."] * 5
-    tok = train_sentencepiece(texts, out / "tokenizer.model", vocab_size=512)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
-                      tie_word_embeddings=False)
-    LlamaForCausalLM(cfg).save_pretrained(out / "hf", safe_serialization=True)
-    return out
-
-
-def engine_config(tiny_simulator_dir, **kw):
-    from sweet_megatron.config import SimulatorConfig
-
-    return SimulatorConfig(kind="engine", checkpoint=str(tiny_simulator_dir / "hf"), tokenizer_kind="sentencepiece",
-                           tokenizer_path=str(tiny_simulator_dir / "tokenizer.model"), **kw)
-
-
-class Recording:
-    """Wraps the real engine: records what the simulator model is fed and what it generated."""
-
-    def __init__(self, engine):
-        self.engine, self.prompts, self.outputs = engine, [], []
-
-    def generate(self, prompts, params):
-        out = self.engine.generate(prompts, params)
-        self.prompts.append(prompts)
-        self.outputs.append([g[0].token_ids for g in out])
-        return out
+    return save_tiny_simulator(tmp_path_factory.mktemp("frontend_simulator"), texts, vocab_size=512,
+                               max_positions=8192)
 
 
 def ask(question: str) -> list[Message]:
