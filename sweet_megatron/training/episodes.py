@@ -117,7 +117,7 @@ def build_tokenizer(cfg: TokenizerConfig, run_dir: Path, train_tasks: list, env:
     path = run_dir / "tokenizer.model"
     if is_rank0() and not path.exists():
         train_sentencepiece(_corpus(train_tasks, env), path, vocab_size=cfg.vocab_size,
-                            number_pieces=cfg.number_pieces)
+                            number_pieces=cfg.number_pieces, markup_pieces=cfg.markup_pieces)
     if dist.is_initialized():
         dist.barrier()
     return SentencePieceTokenizer(path)
