@@ -186,6 +186,10 @@ class Environment(ABC):
     def evaluator(self) -> ScoreFn:
         """The function that scores final answers."""
 
+    def check_ready(self) -> None:  # noqa: B027 - optional: most environments need nothing outside Python
+        """Raise TaskConfigError (naming what is missing and the fix) when the evaluator cannot run
+        on this machine, before any training; checked by the trainer for every stage that scores."""
+
     def eval_metrics(self, tasks: list, episodes: list) -> dict:
         """Held-out metrics of the environment's own next to success rate and mean reward, from the
         greedy held-out episodes (scored) on `tasks` (default: none). A 'task_rewards' entry (task

@@ -65,6 +65,16 @@ def require_training(env: Environment, stage: str) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def check_ready(env: Environment, stage: str) -> None:
+    """A ConfigError when the environment's evaluator cannot run here (stages that score answers)."""
+    if stage in ("pretrain", "sft"):
+        return
+    try:
+        env.check_ready()
+    except TaskConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def has_oracle(env: Environment, tasks: list, every: bool = False) -> bool:
     """Whether the environment's oracle values actions on any (every=True: every) one of `tasks`."""
     if env.oracle is None:

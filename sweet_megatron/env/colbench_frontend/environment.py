@@ -143,6 +143,16 @@ class ColBenchFrontend(Environment):
         """The frontend's LLM-backed person (FRONTEND_HUMAN_PROMPT with the reference HTML)."""
         return build_frontend_simulator(cfg, seed)
 
+    def check_ready(self) -> None:
+        """Chromium, Playwright and the Tailwind stylesheet are there (no browser is started)."""
+        from sweet_megatron.env.colbench_frontend.render import RenderUnavailable
+        from sweet_megatron.env.colbench_frontend.tailwind import TailwindMissing
+
+        try:
+            BrowserPool(RenderConfig()).close()
+        except (RenderUnavailable, TailwindMissing) as exc:
+            raise TaskConfigError(f"task.source={self.name}: rewards are rendered pages, and {exc}") from None
+
     def evaluator(self) -> FrontendEvaluator:
         """This process's shared evaluator (one browser pool per rank, score cache)."""
         return shared_evaluator()

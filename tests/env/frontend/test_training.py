@@ -154,6 +154,18 @@ def test_registered_with_training_capabilities():
         TaskConfig(source="frontend_synthetic", path="x.jsonl")
 
 
+def test_a_machine_without_chromium_is_refused_before_training(monkeypatch, tmp_path):
+    from sweet_megatron.config import ConfigError
+    from sweet_megatron.training import episodes as ep
+
+    monkeypatch.setenv("SWEET_CHROMIUM", str(tmp_path / "no-chromium"))
+    with pytest.raises(ConfigError, match="task.source=frontend_synthetic: rewards are rendered pages, and no Chromium "
+                                          "found: install Debian's package"):
+        ep.check_ready(ENV, "all")
+    ep.check_ready(ENV, "sft")  # the warm start renders nothing
+    ep.check_ready(registry.get("synthetic"), "all")
+
+
 # ---------------------------------------------------------------- rendered (slow)
 
 
