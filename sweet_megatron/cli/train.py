@@ -95,6 +95,14 @@ def run(cfg: RunConfig) -> None:
         print(f"success before SWEET-RL: {before:.3f}")
     if after:
         print(f"success after SWEET-RL:  {after[-1]['success_rate']:.3f}")
+    for key, label in (("mean_similarity", "held-out similarity"), ("win_rate", "win rate vs baseline agent")):
+        if key in results.get("eval_before", {}):
+            line = f"{label} before SWEET-RL: {results['eval_before'][key]:.3f}"
+            if after and key in after[-1]:
+                line += f", after: {after[-1][key]:.3f}"
+            print(line)
+    if after and "win_rate_vs_warm_start" in after[-1]:
+        print(f"win rate after SWEET-RL vs the warm start: {after[-1]['win_rate_vs_warm_start']:.3f}")
     print(f"run directory: {cfg.run_dir}")
 
 

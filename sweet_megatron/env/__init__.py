@@ -11,8 +11,10 @@ and the task loaders stay free of torch):
   (evaluator.py, boundary.py), the code-reply person (simulator.py), environment.py
 - synthetic/: the tariff-v1 family (family.py), its protocol, person, oracle (with the credit
   menu), scripted agent, demonstrations and base corpus (demos.py), environment.py
-- colbench_frontend/: frontend design records, Chromium rendering and page similarity, its person
-  and environment.py (registered; no training support yet)
+- colbench_frontend/: frontend design records, Chromium rendering and page similarity, its person,
+  the synthetic page families (synthetic.py), their scripted agent, demonstrations, oracle and
+  baseline agent (training.py), and environment.py (colbench_frontend on real records and
+  frontend_synthetic on compact synthetic pages, both trainable)
 - episode.py: run_episodes(agent, tasks, simulator, evaluator, max_turns, protocol=...), Episode, Turn
 - simulators.py: LLMSimulator(EngineChatBackend | OpenAIChatBackend), build_llm_simulator, SimulatorError
 - agents.py: EngineAgent(engine, tokenizer, params)

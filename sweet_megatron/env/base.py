@@ -10,7 +10,8 @@ registered by name in env/registry.py; `task.source` (the `task=` config group) 
   (simulator=rule); for simulator=http/engine `llm_simulator(cfg)`, None by default: the
   LLM-backed person every environment shares (env/simulators.py, ColBench's prompt with the
   task's hidden information);
-- an evaluator: `evaluator()` -> a function (tasks, answers) -> [Score];
+- an evaluator: `evaluator()` -> a function (tasks, answers) -> [Score]; optionally
+  `eval_metrics(tasks, episodes)`, held-out metrics of its own (the frontend's similarity and win rate);
 - optional capabilities, None when absent: `demonstrations` (scripted episodes for the SFT warm
   start, and dialogues for the tokenizer's training text), `base_corpus` (documents for
   stage=pretrain) and `oracle` (the true value of an agent action, for the credit check and
@@ -184,6 +185,16 @@ class Environment(ABC):
     @abstractmethod
     def evaluator(self) -> ScoreFn:
         """The function that scores final answers."""
+
+    def check_ready(self) -> None:  # noqa: B027 - optional: most environments need nothing outside Python
+        """Raise TaskConfigError (naming what is missing and the fix) when the evaluator cannot run
+        on this machine, before any training; checked by the trainer for every stage that scores."""
+
+    def eval_metrics(self, tasks: list, episodes: list) -> dict:
+        """Held-out metrics of the environment's own next to success rate and mean reward, from the
+        greedy held-out episodes (scored) on `tasks` (default: none). A 'task_rewards' entry (task
+        id -> reward) lets the eval stage report the win rate against the warm start."""
+        return {}
 
     CAPABILITIES: ClassVar[dict[str, str]] = {
         "demonstrations": "scripted demonstrations (task.num_demos > 0)",

@@ -2,7 +2,7 @@
 
     from sweet_megatron.env import registry
     env = registry.get("synthetic")          # an env.base.Environment
-    registry.names()                         # ('synthetic', 'colbench_backend', 'colbench_frontend')
+    registry.names()                         # ('synthetic', 'colbench_backend', 'colbench_frontend', 'frontend_synthetic')
     registry.register(MyEnvironment())       # a plug-in: then task.source=<its name> selects it
 
 The built-in environments are registered when this module is imported; nothing else in env/
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from sweet_megatron.env.base import Environment
 from sweet_megatron.env.colbench_backend.environment import ColBenchBackend
-from sweet_megatron.env.colbench_frontend.environment import ColBenchFrontend
+from sweet_megatron.env.colbench_frontend.environment import ColBenchFrontend, FrontendSynthetic
 from sweet_megatron.env.synthetic.environment import SyntheticEnvironment
 
 
@@ -52,5 +52,5 @@ def names() -> tuple[str, ...]:
     return tuple(_ENVIRONMENTS)
 
 
-for _env in (SyntheticEnvironment(), ColBenchBackend(), ColBenchFrontend()):
+for _env in (SyntheticEnvironment(), ColBenchBackend(), ColBenchFrontend(), FrontendSynthetic()):
     register(_env)

@@ -65,6 +65,16 @@ def require_training(env: Environment, stage: str) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def check_ready(env: Environment, stage: str) -> None:
+    """A ConfigError when the environment's evaluator cannot run here (stages that score answers)."""
+    if stage in ("pretrain", "sft"):
+        return
+    try:
+        env.check_ready()
+    except TaskConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def has_oracle(env: Environment, tasks: list, every: bool = False) -> bool:
     """Whether the environment's oracle values actions on any (every=True: every) one of `tasks`."""
     if env.oracle is None:
@@ -117,7 +127,7 @@ def build_tokenizer(cfg: TokenizerConfig, run_dir: Path, train_tasks: list, env:
     path = run_dir / "tokenizer.model"
     if is_rank0() and not path.exists():
         train_sentencepiece(_corpus(train_tasks, env), path, vocab_size=cfg.vocab_size,
-                            number_pieces=cfg.number_pieces)
+                            number_pieces=cfg.number_pieces, markup_pieces=cfg.markup_pieces)
     if dist.is_initialized():
         dist.barrier()
     return SentencePieceTokenizer(path)

@@ -25,12 +25,24 @@ def _credit(results: dict) -> list[dict]:
 
 
 def summary(results: dict) -> dict:
-    """The headline numbers: success before/after on held-out tasks, critic ranking accuracy."""
+    """The headline numbers: success before/after on held-out tasks (and, where the environment
+    reports them, mean similarity and win rates), critic ranking accuracy."""
     curve = _success_curve(results)
     out: dict = {}
     if curve:
         out["success_before"] = curve[0][1]
         out["success_after"] = curve[-1][1]
+    its = sorted(int(k.split("_")[1]) for k in results if k.startswith("eval_") and k.split("_")[1].isdigit())
+    last = results.get(f"eval_{its[-1]}") if its else None
+    for label, key in (("similarity", "mean_similarity"), ("win_rate", "win_rate")):
+        if key in results.get("eval_before", {}):
+            out[f"{label}_before"] = results["eval_before"][key]
+        if last is not None and key in last:
+            out[f"{label}_after"] = last[key]
+    if last is not None and "baseline_mean_similarity" in last:
+        out["baseline_similarity"] = last["baseline_mean_similarity"]
+    if last is not None and "win_rate_vs_warm_start" in last:
+        out["win_rate_vs_warm_start_after"] = last["win_rate_vs_warm_start"]
     credit = _credit(results)
     if credit:
         for key, name in (("with_reference", "critic"), ("without_reference", "critic_noref")):

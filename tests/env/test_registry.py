@@ -18,7 +18,7 @@ from sweet_megatron.env.synthetic.environment import SyntheticEnvironment
 def test_builtin_names_and_config_groups():
     """Every registered environment has a task= config group of its name, and each group's
     task.source names a registered environment."""
-    assert registry.names() == ("synthetic", "colbench_backend", "colbench_frontend")
+    assert registry.names() == ("synthetic", "colbench_backend", "colbench_frontend", "frontend_synthetic")
     groups = sorted(p.stem for p in (Path(env_package.__file__).parent.parent / "conf" / "task").glob("*.yaml"))
     assert groups == sorted(registry.names())
     for name in registry.names():
@@ -27,19 +27,21 @@ def test_builtin_names_and_config_groups():
 
 
 def test_capabilities():
-    syn, backend, frontend = (registry.get(n) for n in registry.names())
+    syn, backend, frontend, pages = (registry.get(n) for n in registry.names())
     assert syn.supports_training and syn.oracle and syn.demonstrations and syn.base_corpus
     assert backend.supports_training and backend.oracle is backend.demonstrations is backend.base_corpus is None
-    assert not frontend.supports_training and frontend.missing_for_training
-    assert frontend.oracle is frontend.demonstrations is frontend.base_corpus is None
-    # the three answer protocols share ColBench's marker and last-turn rule; only the opening differs
-    assert {e.protocol.marker for e in (syn, backend, frontend)} == {"I WANT TO ANSWER:"}
-    assert all(e.protocol.last_turn_answers for e in (syn, backend, frontend))
+    assert frontend.supports_training and frontend.oracle is frontend.demonstrations is frontend.base_corpus is None
+    assert pages.supports_training and pages.oracle and pages.demonstrations and pages.base_corpus is None
+    assert pages.protocol is frontend.protocol
+    # the answer protocols share ColBench's marker and last-turn rule; only the opening differs
+    assert {e.protocol.marker for e in (syn, backend, frontend, pages)} == {"I WANT TO ANSWER:"}
+    assert all(e.protocol.last_turn_answers for e in (syn, backend, frontend, pages))
 
 
 def test_get_unknown_and_register():
     with pytest.raises(registry.UnknownEnvironment, match="task.source='nope': no such environment; registered: "
-                                                         "synthetic, colbench_backend, colbench_frontend"):
+                                                         "synthetic, colbench_backend, colbench_frontend, "
+                                                         "frontend_synthetic"):
         registry.get("nope")
     with pytest.raises(ValueError, match="'synthetic' is registered already"):
         registry.register(SyntheticEnvironment())
@@ -90,15 +92,24 @@ def test_require_names_environment_capability_and_fix():
     assert ep.require(syn, "oracle") is syn.oracle
 
 
-def test_frontend_refuses_training_stages_with_the_reason():
+def test_an_environment_without_training_support_refuses_stages_with_the_reason():
     from sweet_megatron.training import episodes as ep
 
-    frontend = registry.get("colbench_frontend")
+    class Untrainable(ColBenchBackend):
+        name = "untrainable"
+        supports_training = False
+        missing_for_training = "no rewards yet"
+
     for stage in ("all", "sft", "eval", "pretrain"):
-        with pytest.raises(ConfigError, match=f"task.source=colbench_frontend: stage={stage} needs training support, "
-                                              "which the colbench_frontend environment does not have yet"):
-            ep.require_training(frontend, stage)
-    ep.require_training(registry.get("synthetic"), "all")  # no error
+        with pytest.raises(ConfigError, match=f"task.source=untrainable: stage={stage} needs training support, "
+                                              r"which the untrainable environment does not have yet \(no rewards yet\)"):
+            ep.require_training(Untrainable(), stage)
+    for name in registry.names():
+        ep.require_training(registry.get(name), "all")  # no error
+
+
+def test_frontend_tasks_protocol_and_person():
+    frontend = registry.get("colbench_frontend")
     # what it does have: tasks, its protocol, its rule-based person
     cfg = TaskConfig(source="colbench_frontend", path="builtin:colbench/frontend_test_0-49.jsonl", num_train=40,
                      num_eval=10, num_demos=0)
@@ -121,4 +132,5 @@ def test_envs_listing(capsys):
     by_name = {line.split()[0]: line for line in lines}
     assert "training, demos, base corpus, oracle " in by_name["synthetic"]
     assert "training, no demos, no base corpus, no oracle " in by_name["colbench_backend"]
-    assert "no training, no demos, no base corpus, no oracle " in by_name["colbench_frontend"]
+    assert "training, no demos, no base corpus, no oracle " in by_name["colbench_frontend"]
+    assert "training, demos, no base corpus, oracle " in by_name["frontend_synthetic"]

@@ -108,9 +108,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from sweet_megatron.env.colbench_frontend.records import save_frontend_tasks
     from sweet_megatron.env.colbench_frontend.synthetic import generate_frontend_tasks
 
-    tasks = generate_frontend_tasks(args.n, seed=args.seed, split=args.split, difficulty=tuple(args.difficulty))
+    tasks = generate_frontend_tasks(args.n, seed=args.seed, split=args.split, difficulty=tuple(args.difficulty),
+                                    family=args.family)
     save_frontend_tasks(tasks, args.out)
-    print(json.dumps({"written": len(tasks), "out": str(args.out), "split": args.split, "seed": args.seed}))
+    print(json.dumps({"written": len(tasks), "out": str(args.out), "split": args.split, "seed": args.seed,
+                      "family": args.family}))
     return 0
 
 
@@ -133,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--split", choices=("train", "heldout"), default="train")
     g.add_argument("--difficulty", type=int, nargs=2, default=(1, 7), metavar=("MIN", "MAX"))
+    g.add_argument("--family", choices=("page-v1", "page-mini-v1"), default="page-v1",
+                   help="page-v1 (about 5400 characters) or the compact page-mini-v1 that task=frontend_synthetic trains on")
     g.add_argument("--out", type=Path, required=True)
     g.set_defaults(func=cmd_generate)
     s = sub.add_parser("score", help="render and score pages")

@@ -1,57 +1,85 @@
-"""The frontend environment as a registered `Environment` (task.source=colbench_frontend), and what
-the episode loop needs from it, in one place:
+"""The frontend environments as registered `Environment`s, and what the episode loop needs from them:
 
 - SYSTEM_PROMPT (format with problem_description) and ANSWER_MARK: the agent asks questions or
   shows draft pages; "I WANT TO ANSWER:" followed by the page ends the episode.
-- tasks: records.load_frontend_tasks(path) (real: builtin:colbench/frontend_test_0-49.jsonl), or
-  synthetic.generate_frontend_tasks(n, seed) (synthetic pages; synthetic.oracle_action is their oracle).
+- `ColBenchFrontend` (task.source=colbench_frontend): real records (records.load_frontend_tasks;
+  default builtin:colbench/frontend_test_0-49.jsonl). No demonstrations or oracle: the warm start
+  reads sweet.offline_episodes, or train.steps=0 starts from the initial weights.
+- `FrontendSynthetic` (task.source=frontend_synthetic, the task=frontend_synthetic config group):
+  the compact synthetic page family (synthetic.FAMILY_MINI, page-mini-v1), with scripted
+  demonstrations, the oracle and a fixed baseline agent (training.py).
 - simulator: simulator.FrontendRuleSimulator() (same respond(tasks, dialogues) interface as
   env/simulators.py), or simulator.build_frontend_simulator(SimulatorConfig) for rule/http/engine;
-  the critic's training-time information is FrontendTask.ground_truth (and `synthetic` when set).
+  the critic's training-time information is FrontendTask.hidden_information, the reference page.
 - reward: FrontendRewarder(pool).score(tasks, answers) -> one similarity in [0, 1] per answer
   (answer text after the mark; the page is cut out with extract_html; no page -> 0.0);
-  FrontendEvaluator wraps it as the episode loop's evaluator (one Score per answer).
-
-`ColBenchFrontend` says `supports_training = False`: the trainer refuses every stage on it with
-the reason (`missing_for_training`). It offers none of the optional capabilities yet (the page
-family's synthetic.oracle_action is not wired to the env.base.Oracle interface).
+  FrontendEvaluator wraps it as the episode loop's evaluator (one Score per answer). Every
+  `evaluator()` call of one process returns the same FrontendEvaluator: one BrowserPool per
+  process (per rank: each rank scores the episodes it played), started at the first page and
+  closed at exit, reference renders kept per task, and scores cached by (task, page) so a page
+  seen again is not rendered again.
+- `eval_metrics(tasks, episodes)`: the held-out mean similarity, per-task similarities (for the
+  win rate against the warm start, stages/eval.py) and, for the synthetic family, the win rate
+  against the fixed baseline agent (training.baseline_page: asks nothing, answers from the
+  description alone): the share of tasks where the agent's page scores higher, ties half.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import os
 import random
 
-from sweet_megatron.env.base import ANSWER_MARK, AnswerProtocol, Environment, Score, TaskConfigError
+from sweet_megatron.env.base import ANSWER_MARK, Environment, Score, TaskConfigError
+from sweet_megatron.env.colbench_frontend.protocol import PROTOCOL, SYSTEM_PROMPT, opening  # noqa: F401 (re-exported)
 from sweet_megatron.env.colbench_frontend.records import FrontendTask, extract_html, load_frontend_tasks
 from sweet_megatron.env.colbench_frontend.render import BrowserPool, RenderConfig, RenderResult
-from sweet_megatron.env.colbench_frontend.similarity import PageScore, page_similarity
+from sweet_megatron.env.colbench_frontend.similarity import PageScore, page_similarity, win_rate
 from sweet_megatron.env.colbench_frontend.simulator import FrontendRuleSimulator, build_frontend_simulator
-
-SAMPLE = "builtin:colbench/frontend_test_0-49.jsonl"
-SYSTEM_PROMPT = (
-    "You are a frontend design agent. A person wants a web page built with Tailwind CSS "
-    "(<link href=\"https://cdn.jsdelivr.net/npm/tailwindcss@2.2.19/dist/tailwind.min.css\" rel=\"stylesheet\">); "
-    "images come from https://picsum.photos/id/48/W/H. Ask one short question per turn about the "
-    "design, or show a draft page in <html>...</html> and the person will tell you how it differs "
-    "from what they want. When you are ready, write I WANT TO ANSWER: and then the whole page.\n\n"
-    "{problem_description}"
+from sweet_megatron.env.colbench_frontend.synthetic import FAMILY_MINI, generate_frontend_tasks
+from sweet_megatron.env.colbench_frontend.training import (
+    FrontendDemonstrations,
+    FrontendOracle,
+    baseline_page,
 )
 
-
+SAMPLE = "builtin:colbench/frontend_test_0-49.jsonl"
 class FrontendRewarder:
     """Rewards for final answers: the agent's page rendered and compared with the reference.
-    References are rendered once per task id and kept."""
+    References are rendered once per task id and kept; scores are cached by (task id, page): the
+    same page of the same task is rendered once (`renders` counts the pages rendered)."""
 
-    def __init__(self, pool: BrowserPool):
+    def __init__(self, pool: BrowserPool, max_cached: int = 100_000):
         self.pool = pool
         self._references: dict[str, RenderResult] = {}
+        self._scores: dict[tuple[str, str], PageScore] = {}
+        self.max_cached = max_cached
+        self.renders = 0
+
+    @staticmethod
+    def _key(task: FrontendTask, page: str | None) -> tuple[str, str]:
+        return task.task_id, "" if page is None else hashlib.sha256(page.encode()).hexdigest()
 
     def score_details(self, tasks: list[FrontendTask], answers: list[str | None]) -> list[PageScore]:
-        todo = [t for t in dict((t.task_id, t) for t in tasks).values() if t.task_id not in self._references]
-        for t, r in zip(todo, self.pool.render([t.ground_truth for t in todo])):
+        pages = [extract_html(a) for a in answers]
+        keys = [self._key(t, p) for t, p in zip(tasks, pages, strict=True)]
+        todo, seen = [], set()  # the first answer of each (task, page) not scored before
+        for i, k in enumerate(keys):
+            if k not in self._scores and k not in seen:
+                seen.add(k)
+                todo.append(i)
+        refs = [t for t in dict((tasks[i].task_id, tasks[i]) for i in todo).values()
+                if t.task_id not in self._references]
+        for t, r in zip(refs, self.pool.render([t.ground_truth for t in refs])):
             self._references[t.task_id] = r
-        pages = self.pool.render([extract_html(a) for a in answers])
-        return [page_similarity(p, self._references[t.task_id]) for p, t in zip(pages, tasks, strict=True)]
+        rendered = self.pool.render([pages[i] for i in todo])
+        self.renders += len(todo) + len(refs)
+        if len(self._scores) + len(todo) > self.max_cached:
+            self._scores.clear()
+        for i, r in zip(todo, rendered, strict=True):
+            self._scores[keys[i]] = page_similarity(r, self._references[tasks[i].task_id])
+        return [self._scores[k] for k in keys]
 
     def score(self, tasks: list[FrontendTask], answers: list[str | None]) -> list[float]:
         return [s.score for s in self.score_details(tasks, answers)]
@@ -75,24 +103,25 @@ class FrontendEvaluator:
     def close(self) -> None:
         if self._rewarder is not None:
             self._rewarder.pool.close()
+            self._rewarder = None
 
 
-def opening(task: FrontendTask, max_turns: int) -> tuple[str, None]:
-    """The frontend instructions with the problem in the system message."""
-    return SYSTEM_PROMPT.format(problem_description=task.problem_description), None
+_SHARED: dict[int, FrontendEvaluator] = {}
 
 
-PROTOCOL = AnswerProtocol(opening, ANSWER_MARK)
+def shared_evaluator() -> FrontendEvaluator:
+    """This process's FrontendEvaluator (one browser pool per process, closed at exit)."""
+    pid = os.getpid()
+    if pid not in _SHARED:
+        _SHARED[pid] = FrontendEvaluator()
+        atexit.register(_SHARED[pid].close)
+    return _SHARED[pid]
 
 
 class ColBenchFrontend(Environment):
     name = "colbench_frontend"
     summary = "ColBench frontend design: pages rendered in headless Chromium, whole-page similarity"
     protocol = PROTOCOL
-    supports_training = False
-    missing_for_training = ("the trainer's stages read backend task records and have not been run on pages: no "
-                            "demonstrations, no base corpus, no oracle, and rewards need a Chromium pool per rank; "
-                            "score pages with `sweet-colbench score --kind frontend`")
 
     def check_task_config(self, cfg) -> None:
         if cfg.train_file or cfg.eval_file:
@@ -114,5 +143,54 @@ class ColBenchFrontend(Environment):
         """The frontend's LLM-backed person (FRONTEND_HUMAN_PROMPT with the reference HTML)."""
         return build_frontend_simulator(cfg, seed)
 
+    def check_ready(self) -> None:
+        """Chromium, Playwright and the Tailwind stylesheet are there (no browser is started)."""
+        from sweet_megatron.env.colbench_frontend.render import RenderUnavailable
+        from sweet_megatron.env.colbench_frontend.tailwind import TailwindMissing
+
+        try:
+            BrowserPool(RenderConfig()).close()
+        except (RenderUnavailable, TailwindMissing) as exc:
+            raise TaskConfigError(f"task.source={self.name}: rewards are rendered pages, and {exc}") from None
+
     def evaluator(self) -> FrontendEvaluator:
-        return FrontendEvaluator()
+        """This process's shared evaluator (one browser pool per rank, score cache)."""
+        return shared_evaluator()
+
+    def eval_metrics(self, tasks: list, episodes: list) -> dict:
+        """Mean similarity and the per-task similarities (task id -> reward) of held-out episodes."""
+        rewards = {e.task_id: float(e.reward) for e in episodes}
+        return {"mean_similarity": sum(rewards.values()) / max(len(rewards), 1), "task_rewards": rewards}
+
+
+class FrontendSynthetic(ColBenchFrontend):
+    name = "frontend_synthetic"
+    summary = ("page-mini-v1: compact Tailwind pages with hidden details (colours, order, columns, texts, "
+               "size), tiny-model scale, offline")
+    demonstrations = FrontendDemonstrations()
+    oracle = FrontendOracle()
+
+    def check_task_config(self, cfg) -> None:
+        if cfg.train_file or cfg.eval_file or cfg.path:
+            raise TaskConfigError("task.path/task.train_file/task.eval_file: task.source=frontend_synthetic generates "
+                                  "its pages from task.seed; for page files use task=colbench_frontend task.path=FILE")
+
+    def task_splits(self, cfg, val: list | None = None) -> tuple[list, list]:
+        """task.num_train training and task.num_eval held-out pages (disjoint by a hash of the page),
+        hidden details task.min_difficulty..task.max_difficulty, seeds task.seed and task.eval_seed."""
+        difficulty = (cfg.min_difficulty, cfg.max_difficulty)
+        held_seed = cfg.seed if cfg.eval_seed is None else cfg.eval_seed
+        return (generate_frontend_tasks(cfg.num_train, cfg.seed, "train", difficulty, FAMILY_MINI),
+                generate_frontend_tasks(cfg.num_eval, held_seed, "heldout", difficulty, FAMILY_MINI))
+
+    def eval_metrics(self, tasks: list, episodes: list) -> dict:
+        """Also the fixed baseline agent's mean similarity and the win rate against it."""
+        out = super().eval_metrics(tasks, episodes)
+        by_id = {t.task_id: t for t in tasks}
+        ids = list(out["task_rewards"])
+        base = self.evaluator()([by_id[i] for i in ids],
+                                [f"{ANSWER_MARK}\n{baseline_page(by_id[i])}" for i in ids])
+        base_rewards = [s.reward for s in base]
+        out["baseline_mean_similarity"] = sum(base_rewards) / max(len(ids), 1)
+        out["win_rate"] = win_rate([out["task_rewards"][i] for i in ids], base_rewards) if ids else 0.0
+        return out

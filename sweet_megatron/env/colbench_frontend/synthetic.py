@@ -41,6 +41,10 @@ from dataclasses import asdict, dataclass
 from sweet_megatron.env.colbench_frontend.records import FrontendTask
 
 FAMILY = "page-v1"
+FAMILY_MINI = "page-mini-v1"
+"""The compact variant: the same seven details and questions, a page of about 800 characters (a few
+hundred tokens) that a model of a few million parameters can write whole (mini_page_html)."""
+FAMILIES = (FAMILY, FAMILY_MINI)
 ANSWER_MARK = "I WANT TO ANSWER:"
 TAILWIND_LINK = '<link href="https://cdn.jsdelivr.net/npm/tailwindcss@2.2.19/dist/tailwind.min.css" rel="stylesheet">'
 
@@ -147,8 +151,8 @@ class PageSpec:
         unknown = set(d) - {"family", "kind", "details", "hidden", "split", "seed"}
         if unknown:
             raise ValueError(f"unknown keys {sorted(unknown)}")
-        if d.get("family") != FAMILY:
-            raise ValueError(f"family {d.get('family')!r} is not {FAMILY!r}")
+        if d.get("family") not in FAMILIES:
+            raise ValueError(f"family {d.get('family')!r} is not one of {list(FAMILIES)}")
         if d.get("kind") not in SITE_BY_KIND:
             raise ValueError(f"kind {d.get('kind')!r} is not one of {sorted(SITE_BY_KIND)}")
         det = d.get("details")
@@ -169,14 +173,14 @@ class PageSpec:
         bad = [h for h in hidden if h not in DETAILS]
         if bad:
             raise ValueError(f"hidden {bad} are not details ({list(DETAILS)})")
-        return cls(FAMILY, d["kind"], {**det, "order": list(order)}, hidden, str(d.get("split", "train")),
+        return cls(d["family"], d["kind"], {**det, "order": list(order)}, hidden, str(d.get("split", "train")),
                    int(d.get("seed", 0)))
 
 
 def spec_of(task: FrontendTask) -> PageSpec:
     """The synthetic spec of a task; a clear error for a real (non-synthetic) one."""
     if task.synthetic is None:
-        raise ValueError(f"task {task.task_id or task.index} is not a synthetic {FAMILY} page "
+        raise ValueError(f"task {task.task_id or task.index} is not a synthetic {'/'.join(FAMILIES)} page "
                          "(it has no 'synthetic' field)")
     try:
         return PageSpec.from_dict(task.synthetic)
@@ -241,8 +245,13 @@ def _section(kind: str, site: Site, d: dict) -> str:
     raise ValueError(f"unknown section kind {kind!r}; use one of {list(SECTIONS)}")
 
 
-def page_html(kind: str, details: dict) -> str:
-    """The page of a site kind with these details (the reference when they are the hidden ones)."""
+def page_html(kind: str, details: dict, family: str = FAMILY) -> str:
+    """The page of a site kind with these details (the reference when they are the hidden ones), in
+    the layout of `family` (page-v1, or the compact page-mini-v1: mini_page_html)."""
+    if family == FAMILY_MINI:
+        return mini_page_html(kind, details)
+    if family != FAMILY:
+        raise ValueError(f"family={family!r}: use one of {list(FAMILIES)}")
     site, d = SITE_BY_KIND[kind], details
     t = d["theme"]
     pad, text_size = SIZE_CLASSES[d["size"]]
@@ -273,6 +282,45 @@ def page_html(kind: str, details: dict) -> str:
   </footer>
 </body>
 </html>"""
+
+
+MINI_SIZE_CLASSES = {"small": ("py-6", "text-2xl"), "medium": ("py-12", "text-4xl"), "large": ("py-24", "text-6xl")}
+MINI_TITLES = {"about": "About Us", "contact": "Contact", "features": "What We Offer", "gallery": "Gallery",
+               "pricing": "Pricing", "testimonials": "What People Say"}
+
+
+def _mini_section(kind: str, site: Site, d: dict) -> str:
+    t, cols = d["theme"], d["columns"]
+    head = f'<section class="p-8"><h2 class="text-2xl text-{t}-700">{MINI_TITLES[kind]}</h2>'
+    if kind == "features":
+        cards = "".join(f'<div class="bg-white p-4">{x}</div>' for x in site.things[:4])
+        return f'{head}<div class="grid grid-cols-{cols} gap-4">{cards}</div></section>'
+    if kind == "gallery":
+        images = '<img src="https://picsum.photos/id/48/300/200">' * 4
+        return f'{head}<div class="grid grid-cols-{cols} gap-4">{images}</div></section>'
+    if kind == "about":
+        return f'{head}<p>{d["title"]} is a {site.kind.lower()} run by friendly people.</p></section>'
+    if kind == "pricing":
+        return f'{head}<p class="text-3xl text-{t}-600">From $19 a month</p></section>'
+    if kind == "testimonials":
+        return f'{head}<p class="italic">"The best {site.kind.lower()} in town."</p></section>'
+    if kind == "contact":
+        return f'{head}<button class="bg-{t}-600 text-white px-4 py-2">Send a message</button></section>'
+    raise ValueError(f"unknown section kind {kind!r}; use one of {list(SECTIONS)}")
+
+
+def mini_page_html(kind: str, details: dict) -> str:
+    """The compact page (family page-mini-v1): header with the name, a banner with the headline, the
+    sections in order (card grids of 4, in `columns` columns), a footer; the same seven details
+    decide it as page_html's, one element a line."""
+    site, d = SITE_BY_KIND[kind], details
+    t = d["theme"]
+    pad, text_size = MINI_SIZE_CLASSES[d["size"]]
+    sections = "\n".join(_mini_section(s, site, d) for s in d["order"])
+    return (f'<html>\n{TAILWIND_LINK}\n<body class="bg-{d["background"]}">\n'
+            f'<header class="bg-{t}-600 text-white p-4"><h1 class="text-2xl font-bold">{d["title"]}</h1></header>\n'
+            f'<section class="bg-{t}-100 {pad} text-center"><h2 class="{text_size} font-bold">{d["headline"]}</h2>'
+            f'</section>\n{sections}\n<footer class="bg-{t}-800 text-white p-4">{d["title"]}</footer>\n</body>\n</html>')
 
 
 # ---------------------------------------------------------------- questions, replies, description
@@ -335,8 +383,11 @@ def describe(spec: PageSpec) -> str:
     """The problem description: site kind and sections, the stated details' sentences, and the hidden
     ones by name only."""
     sections = [s.replace("testimonials", "customer testimonials").replace("about", "about us") for s in spec.sections]
-    text = (f"{spec.kind} Website: a page with a header holding the site name and a navigation bar, a banner "
-            f"with a heading and a call-to-action button, sections for {_join(sections)}, and a footer.")
+    if spec.family == FAMILY_MINI:
+        text = f"{spec.kind} Website: a header with the site name, a banner, sections for {_join(sections)}, a footer."
+    else:
+        text = (f"{spec.kind} Website: a page with a header holding the site name and a navigation bar, a banner "
+                f"with a heading and a call-to-action button, sections for {_join(sections)}, and a footer.")
     stated = [fact_sentence(d, spec.details[d]) for d in DETAILS if d not in spec.hidden]
     if stated:
         text += " " + " ".join(stated)
@@ -358,9 +409,10 @@ def split_of(ground_truth: str) -> str:
     return "heldout" if h % HELDOUT_BUCKETS == 0 else "train"
 
 
-def _draw_spec(rng: random.Random, difficulty: int, split: str, seed: int) -> PageSpec:
+def _draw_spec(rng: random.Random, difficulty: int, split: str, seed: int, family: str = FAMILY) -> PageSpec:
     site = rng.choice(SITES)
-    others = rng.sample([s for s in SECTIONS if s != "features"], rng.randint(2, 3))
+    lo, hi = (1, 2) if family == FAMILY_MINI else (2, 3)  # sections besides 'features'
+    others = rng.sample([s for s in SECTIONS if s != "features"], rng.randint(lo, hi))
     order = [*others, "features"]
     rng.shuffle(order)
     details = {
@@ -374,29 +426,33 @@ def _draw_spec(rng: random.Random, difficulty: int, split: str, seed: int) -> Pa
     }
     chosen = set(rng.sample(DETAILS, difficulty))
     hidden = tuple(d for d in DETAILS if d in chosen)
-    return PageSpec(FAMILY, site.kind, details, hidden, split, seed)
+    return PageSpec(family, site.kind, details, hidden, split, seed)
 
 
 def generate_frontend_tasks(n: int, seed: int = 0, split: str = "train",
-                            difficulty: tuple[int, int] = (1, len(DETAILS))) -> list[FrontendTask]:
+                            difficulty: tuple[int, int] = (1, len(DETAILS)), family: str = FAMILY) -> list[FrontendTask]:
     """`n` synthetic pages of `split` ('train' or 'heldout'), difficulties cycling over the inclusive
-    range `difficulty`, deterministic in (n, seed, split, difficulty). Ids: fe-syn-<split>-s<seed>-<i>."""
+    range `difficulty`, deterministic in (n, seed, split, difficulty, family). Ids:
+    fe-syn-<split>-s<seed>-<i> (page-v1), fe-mini-<split>-s<seed>-<i> (page-mini-v1: 2 or 3 sections)."""
     if split not in SPLITS:
         raise ValueError(f"split={split!r}: use one of {SPLITS}")
+    if family not in FAMILIES:
+        raise ValueError(f"family={family!r}: use one of {list(FAMILIES)}")
     lo, hi = difficulty
     if not 1 <= lo <= hi <= len(DETAILS):
         raise ValueError(f"difficulty={difficulty}: use an inclusive range within (1, {len(DETAILS)})")
-    rng = random.Random(f"{FAMILY}/{split}/{seed}")
+    rng = random.Random(f"{family}/{split}/{seed}")
+    prefix = "fe-syn" if family == FAMILY else "fe-mini"
     tasks: list[FrontendTask] = []
     seen: set[str] = set()
     while len(tasks) < n:
-        spec = _draw_spec(rng, lo + len(tasks) % (hi - lo + 1), split, seed)
-        html = page_html(spec.kind, spec.details)
+        spec = _draw_spec(rng, lo + len(tasks) % (hi - lo + 1), split, seed, family)
+        html = page_html(spec.kind, spec.details, family)
         description = describe(spec)
         if split_of(html) != split or (html + description) in seen:
             continue
         seen.add(html + description)
-        tasks.append(FrontendTask(description, html, f"fe-syn-{split}-s{seed}-{len(tasks):05d}", len(tasks),
+        tasks.append(FrontendTask(description, html, f"{prefix}-{split}-s{seed}-{len(tasks):05d}", len(tasks),
                                   spec.to_dict()))
     return tasks
 
@@ -423,7 +479,7 @@ def answer_page(spec: PageSpec, known: set[str]) -> str:
     """The page an agent writes knowing exactly the details `known` (defaults for the others)."""
     details = default_details(spec.kind, spec.details["order"])
     details.update({d: spec.details[d] for d in known})
-    return page_html(spec.kind, details)
+    return page_html(spec.kind, details, spec.family)
 
 
 def oracle_action(task: FrontendTask | PageSpec, dialogue: list, max_questions: int | None = None) -> str:

@@ -79,6 +79,7 @@ class StageContext:
             self.val_tasks: list = []
             self.env = ep.environment(cfg.task)  # what depends on the kind of task (env/base.py)
             ep.require_training(self.env, cfg.stage)
+            ep.check_ready(self.env, cfg.stage)  # e.g. Chromium for rendered rewards, before any training
             self.train_tasks, self.eval_tasks = ep.load_task_splits(cfg.task, self.val_tasks)
             if not cfg.task.eval_file:
                 self.val_tasks = []  # they are the held-out set itself

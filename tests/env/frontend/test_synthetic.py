@@ -126,7 +126,7 @@ def test_oracle_asks_hidden_details_by_importance_then_answers_the_reference():
         assert short == f"{ANSWER_MARK}\n{answer_page(spec, stated)}"
         guessed = default_details(spec.kind, spec.details["order"])
         assert (short == action) == all(guessed[d] == spec.details[d] for d in spec.hidden)
-    with pytest.raises(ValueError, match="not a synthetic page-v1 page"):
+    with pytest.raises(ValueError, match="not a synthetic page-v1/page-mini-v1 page"):
         oracle_action(FrontendTask("d", "<html></html>", "x"), [])
 
 
