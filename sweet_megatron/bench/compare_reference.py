@@ -35,7 +35,7 @@ from sweet_megatron.checkpoint.model_io import (
     resolve_checkpoint,
 )
 from sweet_megatron.config import OptimConfig, load_config
-from sweet_megatron.data.packing import block_causal_mask, group_length, pack_groups
+from sweet_megatron.data.packing import group_length, pack_groups
 from sweet_megatron.parallel import destroy, initialize, world_size
 from sweet_megatron.training import episodes as ep
 
@@ -64,8 +64,9 @@ def reference_step(runner, rows: list) -> float:
     loss_sum = 0.0
     for row in rows:
         tokens = row.tokens.to(device)[None]
-        mask = block_causal_mask(row.doc_ids[None]).to(device)
-        logits_1SV = model(tokens, row.position_ids.to(device)[None], mask)
+        # one sequence, no padding: plain causal attention (attention_mask None), as the reference's
+        # Hugging Face model runs it (SDPA with is_causal), not a dense mask
+        logits_1SV = model(tokens, row.position_ids.to(device)[None], None)
         nll = reference_logprob_nll(logits_1SV[0], row.labels.to(device), row.loss_mask.to(device))
         (nll / total).backward()
         loss_sum += float(nll)
