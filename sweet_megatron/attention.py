@@ -10,6 +10,13 @@ attend); SDPA's is the opposite, so the mask is inverted here. Measured on this 
 18 ms instead of 45 ms for the forward and backward of one layer ([2, 8, 512, 32], block-diagonal
 causal mask), equal to 1e-6.
 
+Packed rows need no mask at all: given `DocumentPieces` (megatron's packed-sequence seam,
+`packed_seq_params`, with qkv_format 'sbhd' so megatron's layers see an ordinary batch) it attends
+piece by piece (`attend_pieces`): one fused call per dialogue, shared prefix or branch, `is_causal`
+where the piece is a plain causal run, so a row costs what its dialogues need instead of [s, s].
+Measured on this 2-core machine (1024-token row of three prefix trees, forward and backward of one
+layer's attention, [1, 8, 1024, 32]): 19 ms against 44 ms with the dense block mask.
+
 The Transformer Engine spec (GPU) keeps TE's own fused attention; this is only for the local spec.
 
 `PositionedRotaryEmbedding` lets the local spec lay sequences out as trees (data/packing.py, shared

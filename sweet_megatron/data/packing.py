@@ -10,8 +10,9 @@ Convention (shared with sweet_megatron.algorithms and the kernels):
   `segment_ids[t]` when token t+1 is an agent-action token. Each (sequence, turn) pair gets a segment
   index local to its row; `segments` lists, per row, the (sequence_index, turn) of each segment.
 - Attention never crosses a sequence boundary: `doc_ids` numbers the sequences in a row (padding gets
-  its own id) and `position_ids` restart at 0 for each sequence. The local layer spec gets a
-  block-diagonal causal mask; the Transformer Engine spec gets PackedSeqParams (cu_seqlens).
+  its own id) and `position_ids` restart at 0 for each sequence. The local layer spec attends
+  piece by piece (`attention_pieces`: exactly what the block-diagonal causal mask `block_causal_mask`
+  allows); the Transformer Engine spec gets PackedSeqParams (cu_seqlens).
 - Shared prefixes (`share_prefix=True`): the sequences of a group that begin with the same tokens
   (the candidate actions of one turn state, a trajectory pair's system prompt, reference and task)
   are laid out as a tree: the common prefix once, then each sequence's remainder as a *branch* that
@@ -19,8 +20,11 @@ Convention (shared with sweet_megatron.algorithms and the kernels):
   and whose `position_ids` continue from the prefix. Every label and segment of every sequence is
   unchanged, so per-token log-probs equal those of the flat layout; the prefix is computed once
   instead of once per sequence. The prefix stops before the first labelled position (it carries no
-  loss), so it never holds a segment. It needs a dense mask and position-aware RoPE: the local
-  layer spec only (model.py), not THD attention.
+  loss), so it never holds a segment. It needs attention by pieces (`attention_pieces`; or the
+  dense `block_causal_mask`) and position-aware RoPE: the local layer spec only (model.py), not THD
+  attention.
+- `concat_rows` lays several rows out as one (the runner's microbatches): each row's positions
+  before its padding tail, documents and segments renumbered, nothing else changed.
 
 Shapes: B rows, S = seq_length.
 """
