@@ -5,8 +5,8 @@ megatron DDP, `get_megatron_optimizer`, `OptimizerParamScheduler`, and two calls
 
 - `train_step(rows, loss_fn)`: one optimizer step over packed rows (split over data-parallel ranks,
   one microbatch per `micro_batch_size` rows) through `get_forward_backward_func()`;
-- `token_logprobs(rows)`: forward only; log p(label | prefix) for every position of every row,
-  returned on every rank.
+- `token_logprobs(rows)`: forward only; log p(label | prefix) for every position of every row
+  (0 on a row's padding tail when rows are laid out again), returned on every rank.
 
 A loss function is `loss_fn(mb, token_logp_BS) -> (loss_sum, count, metrics)`: `loss_sum` is a
 scalar summed over the microbatch's units (tokens, pairs), `count` the number of units, `metrics`
@@ -378,7 +378,8 @@ class ModelRunner:
 
     @torch.no_grad()
     def token_logprobs(self, rows: list[PackedRow]) -> list[torch.Tensor]:
-        """log p(labels[t] | tokens[:t+1]) for every position of every row ([S] float32 each), on every rank."""
+        """log p(labels[t] | tokens[:t+1]) for every position of every row ([S] float32 each), on every rank;
+        0 on a row's padding tail (from `row.used` on) where the runner lays rows out again (`merges_rows`)."""
         for c in self.chunks:
             c.eval()
         mine, n_real = self._shard(rows)
