@@ -2,13 +2,18 @@
 
 - **ours**: the trainer's own step: the critic stage's trajectory pairs packed into rows
   (`train.pack_length`, longer for a long group), each pair's common prefix (system prompt,
-  reference solution, task) laid out once (shared prefixes on the local spec), per-token log-probs
-  from hidden states in vocabulary chunks (the fused path), one `ModelRunner.train_step` per
-  optimizer step.
+  reference solution, task) laid out once (shared prefixes on the local spec), one
+  `ModelRunner.train_step` per optimizer step, which lays the step's rows out again into unpadded
+  microbatches of up to `model.seq_length` tokens and attends each dialogue, prefix and branch by
+  itself (`attention.DocumentPieces`), per-token log-probs from hidden states in vocabulary chunks
+  (the fused path).
 - **reference**: the reference implementation's way (its DeepSpeed trainer): one unpadded sequence
-  per micro-batch, the full `[S, V]` logits, `log_softmax` over the vocabulary, then a gather of
-  the labels' log-probs; gradients accumulated over the micro-batches of the step, then one
-  optimizer step.
+  per micro-batch, plain causal attention (no mask tensor, as its Hugging Face model runs SDPA),
+  the full `[S, V]` logits, `log_softmax` over the vocabulary, then a gather of the labels'
+  log-probs; gradients accumulated over the micro-batches of the step, then one optimizer step.
+
+The two ways take turns step by step (ours, then the reference, for every step), so on cores shared
+with other work both see the same load; each step is timed alone.
 
 Both train a fresh copy of the shipped base model (same initial weights, optimizer and learning rate) with
 the same loss, a token NLL on the agents' actions over the same sequences, split into the same
@@ -35,7 +40,7 @@ from sweet_megatron.checkpoint.model_io import (
     resolve_checkpoint,
 )
 from sweet_megatron.config import OptimConfig, load_config
-from sweet_megatron.data.packing import block_causal_mask, group_length, pack_groups
+from sweet_megatron.data.packing import group_length, pack_groups
 from sweet_megatron.parallel import destroy, initialize, world_size
 from sweet_megatron.training import episodes as ep
 
@@ -64,8 +69,9 @@ def reference_step(runner, rows: list) -> float:
     loss_sum = 0.0
     for row in rows:
         tokens = row.tokens.to(device)[None]
-        mask = block_causal_mask(row.doc_ids[None]).to(device)
-        logits_1SV = model(tokens, row.position_ids.to(device)[None], mask)
+        # one sequence, no padding: plain causal attention (attention_mask None), as the reference's
+        # Hugging Face model runs it (SDPA with is_causal), not a dense mask
+        logits_1SV = model(tokens, row.position_ids.to(device)[None], None)
         nll = reference_logprob_nll(logits_1SV[0], row.labels.to(device), row.loss_mask.to(device))
         (nll / total).backward()
         loss_sum += float(nll)
@@ -112,26 +118,38 @@ def run(pairs: int, steps: int, warmup: int, json_path: Path | None) -> int:
     tokens = [sum(len(s.ids) for g in c for s in g) for c in chunks]
 
     optim = OptimConfig(lr=1e-4, min_lr=1e-5, warmup_steps=0)
-    results = {}
+    runners = {}
     for way in ("ours", "reference"):
         runner = ModelRunner(model_cfg, cfg.parallel, platform, optim, total_steps=n_steps, name=way)
         load_model_checkpoint(base, runner.chunks)  # both start from the shipped base model
         runner.optimizer.reload_model_params()
-        times, losses = [], []
-        for k in range(n_steps):
+        runners[way] = runner
+    # the two ways take turns, step by step: on shared cores both see the same load
+    times: dict[str, list[tuple[float, int]]] = {"ours": [], "reference": []}
+    losses: dict[str, list[float]] = {"ours": [], "reference": []}
+    for k in range(n_steps):
+        for way, runner in runners.items():
             t0 = time.perf_counter()
             if way == "ours":
                 m = runner.train_step(ours_rows[k], sft_loss, [])
-                losses.append(m["loss_sum"] / max(m["count"], 1.0))
+                losses[way].append(m["loss_sum"] / max(m["count"], 1.0))
             else:
-                losses.append(reference_step(runner, ref_rows[k]))
+                losses[way].append(reference_step(runner, ref_rows[k]))
             if k >= warmup:
-                times.append((time.perf_counter() - t0, tokens[k]))
-        rate = sum(n for _, n in times) / sum(t for t, _ in times)
-        results[way] = {"tokens_per_s": round(rate, 1), "step_s_median": round(statistics.median(t for t, _ in times), 4),
+                times[way].append((time.perf_counter() - t0, tokens[k]))
+    results = {}
+    for way in runners:
+        rate = sum(n for _, n in times[way]) / sum(t for t, _ in times[way])
+        results[way] = {"tokens_per_s": round(rate, 1),
+                        "step_s_median": round(statistics.median(t for t, _ in times[way]), 4),
                         "rows_per_step": len(ours_rows[0]) if way == "ours" else len(ref_rows[0]),
-                        "first_step_loss": round(losses[0], 5)}
-        del runner
+                        "first_step_loss": round(losses[way][0], 5)}
+    # ours: the step's rows laid out again into unpadded microbatches (ModelRunner._microbatches)
+    mbs = runners["ours"]._microbatches(ours_rows[0])
+    results["ours"]["microbatches_per_step"] = len(mbs)
+    results["ours"]["positions_per_step"] = sum(int(mb["tokens"].numel()) for mb in mbs)
+    results["reference"]["positions_per_step"] = sum(len(r.tokens) for r in ref_rows[0])
+    del runners
     out = {
         "model": f"{model_cfg.name}: {model_cfg.num_layers} layers, hidden {model_cfg.hidden_size}, "
                  f"{model_cfg.num_parameters() / 1e6:.1f}M parameters, vocab {model_cfg.vocab_size}",

@@ -10,8 +10,9 @@ Convention (shared with sweet_megatron.algorithms and the kernels):
   `segment_ids[t]` when token t+1 is an agent-action token. Each (sequence, turn) pair gets a segment
   index local to its row; `segments` lists, per row, the (sequence_index, turn) of each segment.
 - Attention never crosses a sequence boundary: `doc_ids` numbers the sequences in a row (padding gets
-  its own id) and `position_ids` restart at 0 for each sequence. The local layer spec gets a
-  block-diagonal causal mask; the Transformer Engine spec gets PackedSeqParams (cu_seqlens).
+  its own id) and `position_ids` restart at 0 for each sequence. The local layer spec attends
+  piece by piece (`attention_pieces`: exactly what the block-diagonal causal mask `block_causal_mask`
+  allows); the Transformer Engine spec gets PackedSeqParams (cu_seqlens).
 - Shared prefixes (`share_prefix=True`): the sequences of a group that begin with the same tokens
   (the candidate actions of one turn state, a trajectory pair's system prompt, reference and task)
   are laid out as a tree: the common prefix once, then each sequence's remainder as a *branch* that
@@ -19,8 +20,11 @@ Convention (shared with sweet_megatron.algorithms and the kernels):
   and whose `position_ids` continue from the prefix. Every label and segment of every sequence is
   unchanged, so per-token log-probs equal those of the flat layout; the prefix is computed once
   instead of once per sequence. The prefix stops before the first labelled position (it carries no
-  loss), so it never holds a segment. It needs a dense mask and position-aware RoPE: the local
-  layer spec only (model.py), not THD attention.
+  loss), so it never holds a segment. It needs attention by pieces (`attention_pieces`; or the
+  dense `block_causal_mask`) and position-aware RoPE: the local layer spec only (model.py), not THD
+  attention.
+- `concat_rows` lays several rows out as one (the runner's microbatches): each row's positions
+  before its padding tail, documents and segments renumbered, nothing else changed.
 
 Shapes: B rows, S = seq_length.
 """
@@ -67,13 +71,20 @@ class PackedRow:
     branch_ids: torch.Tensor | None = None
     """[S] int64: 0 on shared prefixes and flat sequences, k on the k-th branch of a shared-prefix
     group (module docstring); None when the row has no shared prefix."""
+    length: int | None = None
+    """Positions holding sequences (the rest, from `length` on, is padding); None: all S."""
 
     @property
     def num_segments(self) -> int:
         return len(self.segments)
 
+    @property
+    def used(self) -> int:
+        """Positions before the row's tail padding."""
+        return self.tokens.shape[0] if self.length is None else self.length
 
-def _pack_order(lengths: list[int], seq_length: int) -> list[list[int]]:
+
+def first_fit_decreasing(lengths: list[int], seq_length: int) -> list[list[int]]:
     """First-fit decreasing bin packing of item lengths into bins of `seq_length`."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     bins: list[list[int]] = []
@@ -123,7 +134,7 @@ def group_length(group: list[Sequence], share_prefix: bool = False) -> int:
 
 def count_rows(groups: list[list[Sequence]], seq_length: int, share_prefix: bool = False) -> int:
     """How many rows `pack_groups` makes of these groups (without building them)."""
-    return len(_pack_order([group_length(g, share_prefix) for g in groups], seq_length))
+    return len(first_fit_decreasing([group_length(g, share_prefix) for g in groups], seq_length))
 
 
 def merge_groups(groups: list[list[Sequence]], keys: list, seq_length: int) -> list[list[Sequence]]:
@@ -161,7 +172,7 @@ def pack_groups(groups: list[list[Sequence]], seq_length: int, pad_id: int,
                 "model.seq_length or shorten episodes (rollout.max_turns / rollout.max_tokens)"
             )
     rows = []
-    for bin_groups in _pack_order(lengths, seq_length):
+    for bin_groups in first_fit_decreasing(lengths, seq_length):
         docs = [([(i, flat[i]) for i in group_members[g]], prefixes[g]) for g in sorted(bin_groups)]
         # a group without a shared prefix is a document per sequence, as before
         docs = [d for items, p in docs for d in ([(items, p)] if p else [([it], 0) for it in items])]
@@ -216,7 +227,7 @@ def _build_row(docs: list[tuple[list[tuple[int, Sequence]], int]], seq_length: i
         position_ids[start:] = torch.arange(seq_length - start)
     return PackedRow(tokens, labels, loss_mask, position_ids, doc_ids, segment_ids, segments,
                      [g for items, _ in docs for g, _ in items],
-                     branch_ids=branch_ids if bool(branch_ids.any()) else None)
+                     branch_ids=branch_ids if bool(branch_ids.any()) else None, length=start)
 
 
 def block_causal_mask(doc_ids_BS: torch.Tensor, branch_ids_BS: torch.Tensor | None = None) -> torch.Tensor:
@@ -231,6 +242,82 @@ def block_causal_mask(doc_ids_BS: torch.Tensor, branch_ids_BS: torch.Tensor | No
     if branch_ids_BS is not None:
         allowed &= (branch_ids_BS[:, None, :] == 0) | (branch_ids_BS[:, :, None] == branch_ids_BS[:, None, :])
     return ~allowed[:, None]
+
+
+def attention_pieces(doc_ids_S: torch.Tensor, branch_ids_S: torch.Tensor | None = None) -> list[tuple[int, int, int]]:
+    """The row's attention as pieces: exactly what `block_causal_mask` allows. A list of
+    (start, end, prefix) over runs of consecutive positions, in order, covering the row: positions
+    start..end-1 attend causally to each other and, when prefix >= 0, to every position of piece
+    `prefix` (their document's shared prefix: this piece is a branch). A flat sequence, a shared
+    prefix and the padding tail are pieces with prefix -1.
+    """
+    if branch_ids_S is None:
+        key = doc_ids_S
+    else:
+        key = doc_ids_S * (int(branch_ids_S.max()) + 1) + branch_ids_S
+    _, counts = torch.unique_consecutive(key, return_counts=True)
+    ends = counts.cumsum(0).tolist()
+    starts = [0] + ends[:-1]
+    doc = doc_ids_S[starts].tolist()
+    branch = [0] * len(starts) if branch_ids_S is None else branch_ids_S[starts].tolist()
+    pieces: list[tuple[int, int, int]] = []
+    prefix: dict[int, int] = {}  # doc -> index of its opening branch-0 piece
+    for i, (start, end, d, b) in enumerate(zip(starts, ends, doc, branch, strict=True)):
+        if b == 0:
+            if d in prefix:
+                raise ValueError(f"document {d}: a second branch-0 run at position {start}")
+            prefix[d] = i
+            pieces.append((start, end, -1))
+        else:
+            if d not in prefix:
+                raise ValueError(f"document {d}: branch {b} at position {start} has no shared prefix before it")
+            pieces.append((start, end, prefix[d]))
+    return pieces
+
+
+def concat_rows(rows: list[PackedRow], pad_id: int, multiple: int = 16) -> PackedRow:
+    """One row holding the sequences of `rows` one after another: each row's positions before its tail
+    padding, then padding to a multiple of `multiple` (at least one position). Documents, segments and
+    sequences are renumbered so the new row means what the rows meant: every position keeps its token,
+    label, loss weight, position id and what it attends to, so every log-prob and gradient is the same.
+    """
+    parts = [r.used for r in rows]
+    used = sum(parts)
+    S = max(multiple, -(-used // multiple) * multiple)
+    tokens = torch.full((S,), pad_id, dtype=torch.long)
+    labels = torch.zeros(S, dtype=torch.long)
+    loss_mask = torch.zeros(S, dtype=torch.float32)
+    position_ids = torch.zeros(S, dtype=torch.long)
+    doc_ids = torch.zeros(S, dtype=torch.long)
+    segment_ids = torch.full((S,), -1, dtype=torch.long)
+    branch_ids = torch.zeros(S, dtype=torch.long)
+    ref_logp = torch.zeros(S) if rows and all(r.ref_logp is not None for r in rows) else None
+    segments: list[tuple[int, int]] = []
+    sequence_index: list[int] = []
+    start, next_doc = 0, 0
+    for r, n in zip(rows, parts, strict=True):
+        end = start + n
+        tokens[start:end] = r.tokens[:n]
+        labels[start:end] = r.labels[:n]
+        loss_mask[start:end] = r.loss_mask[:n]
+        position_ids[start:end] = r.position_ids[:n]
+        if n:
+            docs = r.doc_ids[:n]
+            doc_ids[start:end] = docs - docs.min() + next_doc
+            next_doc = int(doc_ids[end - 1]) + 1
+        seg = r.segment_ids[:n]
+        segment_ids[start:end] = torch.where(seg >= 0, seg + len(segments), seg)
+        if r.branch_ids is not None:
+            branch_ids[start:end] = r.branch_ids[:n]
+        if ref_logp is not None:
+            ref_logp[start:end] = r.ref_logp[:n]
+        segments += r.segments
+        sequence_index += r.sequence_index
+        start = end
+    doc_ids[used:] = next_doc
+    position_ids[used:] = torch.arange(S - used)
+    return PackedRow(tokens, labels, loss_mask, position_ids, doc_ids, segment_ids, segments, sequence_index,
+                     ref_logp=ref_logp, branch_ids=branch_ids if bool(branch_ids.any()) else None, length=used)
 
 
 def cu_seqlens(doc_ids_S: torch.Tensor) -> torch.Tensor:

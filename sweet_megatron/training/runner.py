@@ -5,8 +5,8 @@ megatron DDP, `get_megatron_optimizer`, `OptimizerParamScheduler`, and two calls
 
 - `train_step(rows, loss_fn)`: one optimizer step over packed rows (split over data-parallel ranks,
   one microbatch per `micro_batch_size` rows) through `get_forward_backward_func()`;
-- `token_logprobs(rows)`: forward only; log p(label | prefix) for every position of every row,
-  returned on every rank.
+- `token_logprobs(rows)`: forward only; log p(label | prefix) for every position of every row
+  (0 on a row's padding tail when rows are laid out again), returned on every rank.
 
 A loss function is `loss_fn(mb, token_logp_BS) -> (loss_sum, count, metrics)`: `loss_sum` is a
 scalar summed over the microbatch's units (tokens, pairs), `count` the number of units, `metrics`
@@ -25,10 +25,18 @@ import torch.distributed as dist
 from sweet_kernels import fused_linear_logprob
 from sweet_kernels.megatron_seam import gpt_hidden_states
 
-from sweet_megatron.attention import rope_positions
+from sweet_megatron.attention import DocumentPieces, rope_positions
 from sweet_megatron.checkpoint.model_io import load_model_checkpoint
 from sweet_megatron.config import OptimConfig
-from sweet_megatron.data.packing import PackedRow, block_causal_mask, collate, cu_seqlens
+from sweet_megatron.data.packing import (
+    PackedRow,
+    attention_pieces,
+    block_causal_mask,
+    collate,
+    concat_rows,
+    cu_seqlens,
+    first_fit_decreasing,
+)
 from sweet_megatron.model import ModelConfig, build_model, resolve_transformer_impl
 from sweet_megatron.parallel import ParallelConfig
 from sweet_megatron.platform import Platform
@@ -45,7 +53,7 @@ def _empty_like(row: PackedRow) -> PackedRow:
     return PackedRow(
         tokens=torch.full_like(row.tokens, int(row.tokens[-1])), labels=zeros, loss_mask=torch.zeros(S),
         position_ids=torch.arange(S), doc_ids=zeros, segment_ids=torch.full((S,), -1, dtype=torch.long),
-        segments=[], sequence_index=[], ref_logp=None if row.ref_logp is None else torch.zeros(S),
+        segments=[], sequence_index=[], ref_logp=None if row.ref_logp is None else torch.zeros(S), length=0,
     )
 
 
@@ -158,10 +166,27 @@ class ModelRunner:
         RoPE positions, i.e. the local layer spec without context parallelism."""
         return self.impl == "local" and self.parallel.context_parallel == 1
 
+    @property
+    def attends_pieces(self) -> bool:
+        """Whether packed rows are attended piece by piece (attention.DocumentPieces: each sequence,
+        shared prefix and branch costs what its own tokens need, not row_length^2): the local layer
+        spec without context parallelism. Tokens are then rotated by their own position ids."""
+        return self.impl == "local" and self.parallel.context_parallel == 1
+
+    @property
+    def merges_rows(self) -> bool:
+        """Whether a step's rows are laid out again into fewer, unpadded microbatches (`_microbatches`):
+        with piece attention and no pipeline (the stages of a pipeline need one microbatch shape)."""
+        return self.attends_pieces and self.pp_size == 1
+
     def _attention_inputs(self, mb: dict) -> tuple[torch.Tensor | None, object | None]:
         if "branch_ids" in mb and not self.shares_prefixes:
             raise ValueError(f"{self.name}: rows with shared prefixes need the local layer spec without context "
                              "parallelism (pack with share_prefix=False here)")
+        if self.attends_pieces:
+            S = mb["tokens"].shape[1]
+            return None, DocumentPieces(pieces=[attention_pieces(r.doc_ids, r.branch_ids) for r in mb["rows"]],
+                                        max_seqlen_q=S, max_seqlen_kv=S)
         if self.impl == "transformer_engine":
             from megatron.core.packed_seq_params import PackedSeqParams
 
@@ -175,12 +200,36 @@ class ModelRunner:
         return block_causal_mask(mb["doc_ids"], mb.get("branch_ids")), None
 
     def _microbatches(self, rows: list[PackedRow]) -> list[dict]:
+        """This rank's microbatches; mb["parts"] lists (index in `rows`, offset, length) per row it holds.
+
+        With `merges_rows`, the rows' sequences (each row's positions before its tail padding, so
+        every packing group stays whole) are packed first-fit-decreasing into microbatches of one row
+        of at most micro_batch_size * model.seq_length tokens (the most a microbatch held before),
+        padded only to a multiple of 16: no position is spent on a row's padding tail, and fewer,
+        longer microbatches amortize the per-layer overheads. Every sequence keeps its tokens,
+        positions and attention pieces, so log-probs and gradients are those of the rows as given
+        (up to float summation order)."""
         mbs = self.parallel.micro_batch_size
+        if self.merges_rows:
+            cap = max(mbs * self.model_cfg.seq_length, max(r.used for r in rows))
+            bins = [sorted(b) for b in first_fit_decreasing([r.used for r in rows], cap)]
+            # the padding token is any id: padding is attended by nothing and labelled nothing
+            groups = [[concat_rows([rows[i] for i in b], int(rows[b[0]].tokens[-1]))] for b in bins]
+            parts = []
+            for b in bins:
+                offsets = [0]
+                for i in b:
+                    offsets.append(offsets[-1] + rows[i].used)
+                parts.append([(i, off, rows[i].used) for i, off in zip(b, offsets, strict=False)])
+        else:
+            groups = [rows[i : i + mbs] for i in range(0, len(rows), mbs)]
+            parts = [[(i + j, 0, r.tokens.shape[0]) for j, r in enumerate(g)] for i, g in zip(
+                range(0, len(rows), mbs), groups, strict=True)]
         out = []
-        for i in range(0, len(rows), mbs):
-            group = rows[i : i + mbs]
+        for group, part in zip(groups, parts, strict=True):
             mb = {k: v.to(self.platform.device) for k, v in collate(group).items()}
             mb["rows"] = group
+            mb["parts"] = part
             out.append(mb)
         return out
 
@@ -193,17 +242,17 @@ class ModelRunner:
         mine = rows[self.dp_rank :: self.dp_size]
         return mine + [_empty_like(rows[0])] * (per_rank - len(mine)), len(mine)
 
-    def _run(self, rows: list[PackedRow], loss_fn: LossFn, forward_only: bool) -> list[dict]:
+    def _run(self, mbs: list[dict], loss_fn: LossFn, forward_only: bool) -> list[dict]:
         from megatron.core import parallel_state, tensor_parallel
         from megatron.core.pipeline_parallel import get_forward_backward_func
-
-        mbs = self._microbatches(rows)
 
         def forward_step(data_iterator, model):
             mb = next(data_iterator)
             attention_mask, packed = self._attention_inputs(mb)
-            # tree rows: RoPE by each token's position id (the schedule runs the forward inside this call)
-            with rope_positions(model, mb["position_ids"] if "branch_ids" in mb else None):
+            # RoPE by each token's position id (the schedule runs the forward inside this call): tree rows
+            # need it; with pieces every sequence is then rotated exactly as it would be alone
+            explicit = "branch_ids" in mb or isinstance(packed, DocumentPieces)
+            with rope_positions(model, mb["position_ids"] if explicit else None):
                 return _forward(mb, model, attention_mask, packed)
 
         def _forward(mb, model, attention_mask, packed):
@@ -316,7 +365,7 @@ class ModelRunner:
             c.zero_grad_buffer()
         self.optimizer.zero_grad()
         mine, _ = self._shard(rows)
-        outputs = self._run(mine, loss_fn, forward_only=False)
+        outputs = self._run(self._microbatches(mine), loss_fn, forward_only=False)
         ok, grad_norm, _ = self.optimizer.step()
         if not ok:
             raise FloatingPointError(f"{self.name}: optimizer step skipped (non-finite gradients)")
@@ -329,15 +378,22 @@ class ModelRunner:
 
     @torch.no_grad()
     def token_logprobs(self, rows: list[PackedRow]) -> list[torch.Tensor]:
-        """log p(labels[t] | tokens[:t+1]) for every position of every row ([S] float32 each), on every rank."""
+        """log p(labels[t] | tokens[:t+1]) for every position of every row ([S] float32 each), on every rank;
+        0 on a row's padding tail (from `row.used` on) where the runner lays rows out again (`merges_rows`)."""
         for c in self.chunks:
             c.eval()
         mine, n_real = self._shard(rows)
-        outputs = self._run(mine, _logp_loss, forward_only=True)
+        mbs = self._microbatches(mine)
+        outputs = self._run(mbs, _logp_loss, forward_only=True)
         local = []
         if self.is_last_stage:
-            local = [o["logp"].float().cpu() for o in outputs]
-            local = [row for t in local for row in t][:n_real]
+            # each row's log-probs back from the microbatch row holding it (0 on its padding tail)
+            local = [torch.zeros(r.tokens.shape[0]) for r in mine]
+            for out, mb in zip(outputs, mbs, strict=True):
+                logp_BS = out["logp"].float().cpu()
+                for b, (i, off, n) in enumerate(mb["parts"]):
+                    local[i][:n] = logp_BS[0 if self.merges_rows else b, off : off + n]
+            local = local[:n_real]
         if self.pp_size > 1:
             holder = [local]
             dist.broadcast_object_list(holder, src=self.pp_last_rank, group=self.pp_group)

@@ -254,8 +254,9 @@ class StageContext:
         return self.cfg.sweet.share_prefix and self.actor.shares_prefixes
 
     def row_length(self, groups: list[list], share: bool | None = None) -> int:
-        """train.pack_length, or longer (in steps of 128, up to model.seq_length) for a long group:
-        short rows keep the block-diagonal attention cheap, long pairs still fit."""
+        """train.pack_length, or longer (in steps of 128, up to model.seq_length) for a long group.
+        Rows are what a step samples (sweet.rows_per_step); the runner lays each step's rows out again
+        into unpadded microbatches (ModelRunner._microbatches), so their padding tails cost nothing there."""
         share = self.share_prefix if share is None else share
         longest = max((group_length(g, share) for g in groups), default=0)
         return min(self.model_cfg.seq_length, max(self.cfg.train.pack_length, -(-longest // 128) * 128))
