@@ -4,40 +4,20 @@ forward values and gradients, odd lengths, several documents and shared-prefix t
 
 from __future__ import annotations
 
-import random
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.nn.functional as F
-from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.transformer_config import TransformerConfig
 
-from sweet_megatron.attention import DocumentPieces, SDPACoreAttention, attend_pieces
+from sweet_megatron.attention import DocumentPieces, attend_pieces
 from sweet_megatron.data.packing import (
-    Sequence,
     attention_pieces,
     block_causal_mask,
     concat_rows,
     pack_groups,
 )
-
-
-def groups(seed: int) -> list[list[Sequence]]:
-    """Turn states with 1-4 candidates of odd lengths (a repeated one), and a trajectory pair."""
-    rng = random.Random(seed)
-    out = []
-    for size in (3, 1, 4, 2):
-        state = [rng.randrange(90) for _ in range(rng.randint(12, 37))]
-        cands = [[rng.randrange(90) for _ in range(rng.randint(1, 9))] for _ in range(size)]
-        if size == 4:
-            cands[3] = cands[1]
-        out.append([Sequence(state + c, [-1] * len(state) + [0] * len(c)) for c in cands])
-    head = [rng.randrange(90) for _ in range(20)]
-    a, b = head + [5, 6, 7, 8, 9, 1, 2], head + [5, 6, 70, 80, 1, 2, 3, 4]
-    turns = lambda ids: [-1] * 20 + [0] * 5 + [-1] + [1] * (len(ids) - 26)  # noqa: E731
-    out.append([Sequence(a, turns(a)), Sequence(b, turns(b))])
-    return out
+from tests.multirank.test_shared_prefix import groups
+from tests.unit.test_sdpa_attention import one_rank_core_attention
 
 
 def rows(seed: int = 0):
@@ -135,8 +115,7 @@ def test_piece_attention_equals_each_sequence_alone_float64():
 def test_core_attention_module_takes_document_pieces():
     cfg = TransformerConfig(num_layers=1, hidden_size=12, num_attention_heads=4, num_query_groups=2,
                             attention_dropout=0.0, params_dtype=torch.float64)
-    attn = SDPACoreAttention(cfg, layer_number=1, attn_mask_type=AttnMaskType.causal, attention_type="self",
-                             pg_collection=SimpleNamespace(tp=SimpleNamespace(size=lambda: 1, rank=lambda: 0)))
+    attn = one_rank_core_attention(cfg)
     row = rows(4)[0]
     S = row.tokens.shape[0]
     g = torch.Generator().manual_seed(5)

@@ -22,6 +22,14 @@ class _OneRank:
         return 0
 
 
+def one_rank_core_attention(cfg: TransformerConfig) -> SDPACoreAttention:
+    """SDPACoreAttention as one tensor-parallel rank builds it, without initialising megatron's
+    parallel state: DotProductAttention's constructor reads only `pg_collection.tp.size()`
+    (megatron/core/transformer/dot_product_attention.py), and the forward no process group."""
+    return SDPACoreAttention(cfg, layer_number=1, attn_mask_type=AttnMaskType.causal, attention_type="self",
+                             pg_collection=SimpleNamespace(tp=_OneRank()))
+
+
 def reference(q, k, v, allowed):
     """q [sq, b, np, hn], k/v [sk, b, ng, hn], allowed [b, sq, sk] bool -> [sq, b, np * hn], by loops."""
     sq, b, np_, hn = q.shape
@@ -42,8 +50,7 @@ def test_matches_float64_reference(heads, groups):
     hn, sq, b = 5, 13, 3
     cfg = TransformerConfig(num_layers=1, hidden_size=heads * hn, num_attention_heads=heads, num_query_groups=groups,
                             attention_dropout=0.0, params_dtype=torch.float64)
-    attn = SDPACoreAttention(cfg, layer_number=1, attn_mask_type=AttnMaskType.causal, attention_type="self",
-                             pg_collection=SimpleNamespace(tp=_OneRank()))
+    attn = one_rank_core_attention(cfg)
     g = torch.Generator().manual_seed(heads * 10 + groups)
     q = torch.randn(sq, b, heads, hn, generator=g, dtype=torch.float64)
     k, v = (torch.randn(sq, b, groups, hn, generator=g, dtype=torch.float64) for _ in range(2))
