@@ -61,6 +61,16 @@ class Score:
     """Environment-specific (backend: 'statuses', 'errors', 'reference_failures', 'backend')."""
 
 
+def win_rate(agent_scores: list[float], baseline_scores: list[float]) -> float:
+    """Share of tasks where the agent's score beats the baseline's on the same task (ties half)."""
+    if len(agent_scores) != len(baseline_scores) or not agent_scores:
+        raise ValueError(f"win_rate: {len(agent_scores)} agent and {len(baseline_scores)} baseline scores; "
+                         "give one of each per task, at least one task")
+    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(agent_scores, baseline_scores))
+    return wins / len(agent_scores)
+
+
+
 ScoreFn = Callable[[list, list["str | None"]], list[Score]]
 """evaluator(tasks, answers) -> one Score per answer (None: the agent never answered)."""
 

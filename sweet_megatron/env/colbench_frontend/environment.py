@@ -45,6 +45,8 @@ from sweet_megatron.env.colbench_frontend.training import (
 )
 
 SAMPLE = "builtin:colbench/frontend_test_0-49.jsonl"
+
+
 class FrontendRewarder:
     """Rewards for final answers: the agent's page rendered and compared with the reference.
     References are rendered once per task id and kept; scores are cached by (task id, page): the

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sweet_megatron.env.base import win_rate  # noqa: F401 (re-exported: the frontend's win rate)
 from sweet_megatron.env.colbench_frontend.render import RenderResult
 
 WEIGHTS = {"visual": 0.4, "colour": 0.2, "layout": 0.2, "text": 0.2}
@@ -330,15 +331,6 @@ def page_similarity(page: RenderResult, reference: RenderResult, clip: ClipScore
         return PageScore(float(score), **parts)
     clip_part = scorer.similarity(page, reference)
     return PageScore(float((1 - CLIP_WEIGHT) * score + CLIP_WEIGHT * clip_part), **parts, clip=clip_part)
-
-
-def win_rate(agent_scores: list[float], baseline_scores: list[float]) -> float:
-    """Share of tasks where the agent's page beats the baseline's page on the same task (ties half)."""
-    if len(agent_scores) != len(baseline_scores) or not agent_scores:
-        raise ValueError(f"win_rate: {len(agent_scores)} agent and {len(baseline_scores)} baseline scores; "
-                         "give one of each per task, at least one task")
-    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(agent_scores, baseline_scores))
-    return wins / len(agent_scores)
 
 
 def similarity_matrix(pages: list[RenderResult], references: list[RenderResult],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
+from sweet_megatron.env.base import win_rate
 from sweet_megatron.parallel import is_rank0
 from sweet_megatron.training import episodes as ep
 from sweet_megatron.training.stages.context import StageContext
@@ -53,8 +54,7 @@ def win_rate_against(rewards: dict, baseline: dict) -> float:
     common = [t for t in rewards if t in baseline]
     if not common:
         return float("nan")
-    return sum(1.0 if rewards[t] > baseline[t] else 0.5 if rewards[t] == baseline[t] else 0.0
-               for t in common) / len(common)
+    return win_rate([rewards[t] for t in common], [baseline[t] for t in common])
 
 
 def report(ctx: StageContext) -> None:
